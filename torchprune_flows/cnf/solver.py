@@ -1,0 +1,96 @@
+"""ODE solver specification and one ``integrate`` call over the torchdiffeq and torchdyn backends."""
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+BACKENDS = ("torchdiffeq", "torchdyn")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5")
+FIXED_METHODS = ("euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams")
+
+
+class SolverError(RuntimeError):
+    """The solver could not integrate (step size underflow, too many steps, non-finite state)."""
+
+
+@dataclass
+class SolverSpec:
+    """How a CNF block is integrated.
+
+    ``adjoint`` selects the adjoint method (O(1) memory) instead of backprop through the solver;
+    ``seminorm`` measures the adjoint's error on the state only (Kidger et al. 2021);
+    ``step_size`` is the step of fixed-step methods (rk4, euler, ...), which always end at t = 1;
+    ``max_num_steps`` turns a runaway adaptive solve into a :class:`SolverError`.
+    """
+
+    backend: str = "torchdiffeq"
+    method: str = "dopri5"
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    adjoint: bool = True
+    seminorm: bool = False
+    step_size: float = 0.05
+    max_num_steps: int = 10000
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown solver backend '{self.backend}'; choose from {', '.join(BACKENDS)}")
+        if self.method not in ADAPTIVE_METHODS + FIXED_METHODS:
+            raise ValueError(
+                f"unknown solver method '{self.method}'; choose from "
+                f"{', '.join(ADAPTIVE_METHODS + FIXED_METHODS)}"
+            )
+        if self.backend == "torchdyn" and self.method not in ("dopri5", "tsit5", "euler", "midpoint", "rk4"):
+            raise ValueError(f"torchdyn backend has no method '{self.method}'; use dopri5, tsit5, euler, midpoint or rk4")
+        if not self.step_size > 0:
+            raise ValueError(f"solver step_size must be positive, got {self.step_size}")
+
+    @property
+    def fixed_step(self):
+        return self.method in FIXED_METHODS
+
+    def replace(self, **changes):
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown solver option(s) {sorted(unknown)}; valid: {[f.name for f in fields(self)]}")
+        return SolverSpec(**{**asdict(self), **changes})
+
+
+def _torchdiffeq(func, y0, t, spec, adjoint_params):
+    import torchdiffeq
+
+    options = {"step_size": spec.step_size} if spec.fixed_step else {"max_num_steps": spec.max_num_steps}
+    kwargs = dict(rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options)
+    if spec.adjoint:
+        adjoint_options = dict(norm="seminorm") if spec.seminorm else None
+        return torchdiffeq.odeint_adjoint(
+            func, y0, t, adjoint_params=adjoint_params, adjoint_options=adjoint_options, **kwargs
+        )[-1]
+    return torchdiffeq.odeint(func, y0, t, **kwargs)[-1]
+
+
+def _torchdyn(func, y0, t, spec):
+    from torchdyn.core import ODEProblem
+
+    if spec.fixed_step:
+        n_steps = max(1, int(round(abs(float(t[-1] - t[0])) / spec.step_size)))
+        t = torch.linspace(float(t[0]), float(t[-1]), n_steps + 1, device=y0.device, dtype=y0.dtype)
+    problem = ODEProblem(
+        func, solver=spec.method, atol=spec.atol, rtol=spec.rtol,
+        sensitivity="adjoint" if spec.adjoint else "autograd",
+        atol_adjoint=spec.atol, rtol_adjoint=spec.rtol, seminorm=spec.seminorm,
+    )
+    _, solution = problem.odeint(y0, t)
+    return solution[-1]
+
+
+def integrate(func, y0, t0, t1, spec, adjoint_params=()):
+    """The state at ``t1`` of ``dy/dt = func(t, y)``, ``y(t0) = y0`` (``t1 < t0`` integrates back)."""
+    t = torch.tensor([t0, t1], dtype=y0.dtype, device=y0.device)
+    try:
+        if spec.backend == "torchdyn":
+            y1 = _torchdyn(func, y0, t, spec)
+        else:
+            y1 = _torchdiffeq(func, y0, t, spec, tuple(adjoint_params))
+    except AssertionError as err:  # torchdiffeq signals underflow / max steps with asserts
+        raise SolverError(f"ODE solver failed: {err}") from err
+    return y1
