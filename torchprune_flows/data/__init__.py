@@ -1,0 +1,3 @@
+"""Built-in datasets (registered by name on import)."""
+from . import toy  # noqa: F401
+from .splits import SPLITS, resolve_split  # noqa: F401

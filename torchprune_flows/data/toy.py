@@ -1,0 +1,164 @@
+"""Seeded 2-D toy data: density targets (Gaussians, spirals) and classification sets.
+
+Each dataset is generated from ``seed`` (train and test from separate streams), normalised by
+one global mean and standard deviation of its training points, and yields ``(x, y)`` where y is
+the mixture component (density sets) or the class (classification sets).
+"""
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..registry import register_dataset
+from .splits import carve_validation, resolve_split
+
+
+def gaussians_on_circle(n, rng, n_modes=6, radius=4.0, std=0.5):
+    labels = np.arange(n) % n_modes
+    angles = 2 * math.pi * labels / n_modes
+    centers = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return centers + std * rng.standard_normal((n, 2)), labels
+
+
+def gaussians_on_spiral(n, rng, n_modes=10, modes_per_loop=4, radius=(4.0, 1.0), std=(0.3, 0.1)):
+    labels = np.arange(n) % n_modes
+    frac = labels / (n_modes - 1)
+    angles = 2 * math.pi * labels / modes_per_loop
+    r = radius[0] + (radius[1] - radius[0]) * frac
+    s = std[0] + (std[1] - std[0]) * frac
+    centers = r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return centers + s[:, None] * rng.standard_normal((n, 2)), labels
+
+
+def two_spirals(n, rng, noise):
+    """Two interleaved arms of ``n // 2`` points each (label = arm)."""
+    per_arm = n // 2
+    theta = np.sqrt(rng.uniform(size=per_arm)) * 3 * math.pi
+    arm = np.stack([-theta * np.cos(theta), theta * np.sin(theta)], axis=1)
+    points = np.concatenate([arm, -arm]) + noise * rng.standard_normal((2 * per_arm, 2))
+    return points, np.repeat([0, 1], per_arm)
+
+
+def two_moons(n, rng, noise=0.1):
+    half = n // 2
+    a = rng.uniform(0, math.pi, half)
+    b = rng.uniform(0, math.pi, n - half)
+    upper = np.stack([np.cos(a), np.sin(a)], axis=1)
+    lower = np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)
+    points = np.concatenate([upper, lower]) + noise * rng.standard_normal((n, 2))
+    return points, np.repeat([0, 1], [half, n - half])
+
+
+def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
+    half = n // 2
+    angles = rng.uniform(0, 2 * math.pi, n)
+    r = np.repeat(radii, [half, n - half])
+    points = r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return points + noise * rng.standard_normal((n, 2)), np.repeat([0, 1], [half, n - half])
+
+
+class ToyDataset(Dataset):
+    """Base class: subclasses set ``num_train``, ``num_test`` and ``generate(n, rng)``.
+
+    The signature is torchprune's dataset signature (``root``, ``train``, ``download``,
+    ``transform``, ``file_dir``), plus ``split`` ("train", "val", "test") and ``seed``.
+    """
+
+    num_train = num_test = 0
+
+    def __init__(self, root=None, train=True, download=True, transform=None, split=None, seed=0,
+                 file_dir=None):
+        self.split = resolve_split(train, split)
+        self.transform = transform
+        train_x, _ = self._generated(seed, "train")
+        mean, std = train_x.mean(), train_x.std()
+        x, y = self._generated(seed, "test" if self.split == "test" else "train")
+        if self.split in ("train", "val"):
+            rows = carve_validation(len(x))[0 if self.split == "train" else 1]
+            x, y = x[rows], y[rows]
+        self.data = torch.as_tensor((x - mean) / std, dtype=torch.float32)
+        self.targets = torch.as_tensor(y, dtype=torch.long)
+        self.mean, self.std = float(mean), float(std)
+
+    def _generated(self, seed, part):
+        rng = np.random.default_rng([seed, 0 if part == "train" else 1, self.stream_id()])
+        x, y = self.generate(self.num_train if part == "train" else self.num_test, rng)
+        order = rng.permutation(len(x))
+        return x[order], y[order]
+
+    @classmethod
+    def stream_id(cls):
+        return sum(map(ord, cls.__name__))
+
+    def generate(self, n, rng):
+        raise NotImplementedError
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        x = self.data[index]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.targets[index]
+
+
+@register_dataset("ToyGaussians")
+class ToyGaussians(ToyDataset):
+    """6 Gaussians (std 0.5) on a circle of radius 4."""
+
+    num_train, num_test = 16380, 8190
+
+    def generate(self, n, rng):
+        return gaussians_on_circle(n, rng)
+
+
+@register_dataset("ToyGaussiansSpiral")
+class ToyGaussiansSpiral(ToyDataset):
+    """10 Gaussians on a spiral, radius 4 -> 1, std 0.3 -> 0.1."""
+
+    num_train, num_test = 16380, 8190
+
+    def generate(self, n, rng):
+        return gaussians_on_spiral(n, rng)
+
+
+@register_dataset("ToySpirals2")
+class ToySpirals2(ToyDataset):
+    """Two-arm spiral density, noise 0.5, 2^14 points per arm."""
+
+    num_train, num_test = 32768, 16384
+
+    def generate(self, n, rng):
+        return two_spirals(n, rng, noise=0.5)
+
+
+@register_dataset("ToyMoons")
+class ToyMoons(ToyDataset):
+    """Two moons, noise 0.1 (classification)."""
+
+    num_train, num_test = 1024, 512
+
+    def generate(self, n, rng):
+        return two_moons(n, rng)
+
+
+@register_dataset("ToyConcentric")
+class ToyConcentric(ToyDataset):
+    """Two concentric circles of radius 0.75 and 1.5, noise 0.1 (classification)."""
+
+    num_train, num_test = 1024, 512
+
+    def generate(self, n, rng):
+        return concentric_circles(n, rng)
+
+
+@register_dataset("ToySpirals")
+class ToySpirals(ToyDataset):
+    """Two-arm spiral, noise 0.9 (classification)."""
+
+    num_train, num_test = 2048, 1024
+
+    def generate(self, n, rng):
+        return two_spirals(n, rng, noise=0.9)

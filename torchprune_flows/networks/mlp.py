@@ -1,0 +1,38 @@
+"""Multilayer-perceptron vector fields."""
+from torch import nn
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU,
+               "elu": nn.ELU, "swish": nn.SiLU}
+
+
+def make_activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; choose from {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLPField(nn.Module):
+    """Autonomous ``f(t, z) = MLP(z)``: ``Linear(D, H), act, [Linear(H, H), act] x (L-2), Linear(H, D)``.
+
+    ``num_layers`` counts Linear layers. The Linear layers form one chain for structured
+    pruning: hidden units may be removed, the D output units never.
+    """
+
+    def __init__(self, dim, hidden, num_layers, activation):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"an MLP vector field needs at least 1 layer, got {num_layers}")
+        widths = [dim] + [hidden] * (num_layers - 1) + [dim]
+        layers = []
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(w_in, w_out))
+            if i < num_layers - 1:
+                layers.append(make_activation(activation))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t, z):
+        return self.net(z)
+
+    def structured_chains(self):
+        """Linear layers in order, each with the offset of its inputs fed by the previous one."""
+        return [[(m, 0) for m in self.net if isinstance(m, nn.Linear)]]

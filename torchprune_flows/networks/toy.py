@@ -1,0 +1,57 @@
+"""Toy 2-D CNFs (``ffjord_*`` Hutchinson, ``cnf_*`` exact trace) and NODE classifiers (``node_*``)."""
+from torch import nn
+
+from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..registry import register_network
+from .base import PrunableMixin
+from .mlp import MLPField
+from .solver_suffix import parse_solver_suffix
+
+TOY_TEMPLATE = "l{num_layers:d}_h{hidden:d}_{activation}[_{suffix:*}]"
+
+
+def _solver(suffix, default_tol, solver_kwargs):
+    options = dict(atol=default_tol, rtol=default_tol)
+    options.update(parse_solver_suffix(suffix))
+    options.update(solver_kwargs)
+    return SolverSpec(**options)
+
+
+class ToyFlow(PrunableMixin, FlowNetwork):
+    """One CNF block with an autonomous MLP vector field over R^D."""
+
+    def __init__(self, dim, hidden, num_layers, activation, divergence, probe, solver):
+        field = MLPField(dim, hidden, num_layers, activation)
+        super().__init__([CNF(field, divergence=divergence, probe=probe, solver=solver)], (dim,))
+
+
+class NeuralODEClassifier(PrunableMixin, nn.Module):
+    """Logits = the state at t = 1 of dz/dt = MLP(z), z(0) = x (input and output dimension D)."""
+
+    def __init__(self, dim, hidden, num_layers, activation, solver):
+        super().__init__()
+        field = MLPField(dim, hidden, num_layers, activation)
+        self.ode = CNF(field, divergence="none", solver=solver)
+
+    def forward(self, x):
+        return self.ode(x)[0]
+
+
+def _flow_factory(divergence):
+    def factory(num_layers, hidden, activation, suffix=None, num_classes=2, num_in_channels=None,
+                probe="gaussian", **solver_kwargs):
+        solver = _solver(suffix, 1e-5, solver_kwargs)
+        return ToyFlow(num_classes, hidden, num_layers, activation, divergence, probe, solver)
+
+    return factory
+
+
+register_network("ffjord_" + TOY_TEMPLATE)(_flow_factory("hutchinson"))
+register_network("cnf_" + TOY_TEMPLATE)(_flow_factory("exact"))
+
+
+@register_network("node_" + TOY_TEMPLATE)
+def node_classifier(num_layers, hidden, activation, suffix=None, num_classes=2, num_in_channels=None,
+                    **solver_kwargs):
+    """Neural-ODE classifier on 2-D data; tolerances 1e-4 as in the paper's MOON setting."""
+    return NeuralODEClassifier(num_classes, hidden, num_layers, activation, _solver(suffix, 1e-4, solver_kwargs))
