@@ -1,0 +1,99 @@
+"""``python -m experiment CONFIG.yaml [--out DIR] [--set key=value ...] [--device cpu|cuda] [--plugin m]``."""
+import argparse
+import os
+import sys
+
+import yaml
+
+from torchprune_flows.pruning import PruningError, canonical_method
+from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
+                                       UnknownNameError, load_entry_point_plugins, load_plugins)
+
+from .config import ConfigError, expand_customizations, load_config
+
+
+class UsageError(Exception):
+    """Bad input that the user can fix; printed as one line."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m experiment", description=__doc__.split("``")[0] or None)
+    parser.add_argument("config", help="experiment YAML (torchprune's format)")
+    parser.add_argument("--out", help="output folder (default: results/<config file stem>/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config entry, value parsed as YAML (repeatable)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="import MODULE before resolving names (repeatable)")
+    return parser.parse_args(argv)
+
+
+def check_names(cfg):
+    """Resolve every name and build the network once, before anything is written."""
+    NETWORKS.get(cfg["network"]["name"])
+    DATASETS.get(cfg["network"]["dataset"])
+    if cfg["experiments"].get("datasetTest"):
+        DATASETS.get(cfg["experiments"]["datasetTest"])
+    LOSSES.get(cfg["training"]["loss"])
+    for metric in cfg["training"]["metricsTest"]:
+        METRICS.get(metric["type"])
+    for method in cfg["experiments"]["methods"]:
+        canonical_method(method)
+
+
+def prepare(args):
+    """Resolved configs (one per customization) and the output folder; raises on bad input."""
+    cfg = load_config(args.config, args.overrides)
+    load_plugins(list(cfg.get("plugins", [])) + args.plugins)
+    load_entry_point_plugins()
+    out_dir = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
+    runs = []
+    for label, sub_cfg in expand_customizations(cfg):
+        check_names(sub_cfg)
+        from .pipeline import Experiment
+
+        try:
+            experiment = Experiment(sub_cfg, os.path.join(out_dir, label) if label else out_dir, args.device)
+            experiment.build_network()
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
+        runs.append(experiment)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
+    return cfg, out_dir, runs
+
+
+def check_resume(out_dir, cfg):
+    """A folder may only be resumed with the config that started it."""
+    path = os.path.join(out_dir, "config.yaml")
+    if os.path.exists(path):
+        with open(path) as handle:
+            previous = yaml.safe_load(handle)
+        if previous != cfg:
+            raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, out_dir, runs = prepare(args)
+        check_resume(out_dir, cfg)
+    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from .checkpoints import save_text
+
+    save_text(yaml.safe_dump(cfg, sort_keys=False), os.path.join(out_dir, "config.yaml"))
+    for experiment in runs:
+        if experiment.out_dir != out_dir:
+            save_text(yaml.safe_dump(experiment.cfg, sort_keys=False), os.path.join(experiment.out_dir, "config.yaml"))
+        try:
+            experiment.run()
+        except FileNotFoundError as err:  # missing data files
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    print(f"results in {out_dir}: results.csv, report.md, plots/", file=sys.stderr)
+    return 0

@@ -1,0 +1,197 @@
+"""The Sparse Flows pipeline for one resolved config: train, prune, retrain, evaluate, report.
+
+For every base net: train it (``ReferenceNet``); then for every repetition and method, walk the
+keep ratios in order: prune (in ``cascade`` mode from the previous ratio's retrained weights, in
+``retrain`` mode one-shot from the base net), retrain with the rewound schedule, evaluate.
+
+Every finished step leaves ``checkpoints/<step>.pt`` and ``steps/<step>.json`` (its result row);
+a rerun skips finished steps, and an unfinished training resumes from its last epoch.
+"""
+import math
+import os
+import time
+import zlib
+
+import torch
+from tqdm import tqdm
+
+from torchprune_flows.cnf import SolverError
+from torchprune_flows.pruning import (canonical_method, count_nonzero, count_parameters, export_state,
+                                      import_state, prune)
+from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
+
+from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json
+from .config import keep_ratios, retraining_config
+from .data import build_loaders, build_splits
+from .report import RESULT_COLUMNS, write_report, write_results_csv
+from .training import DidNotConverge, evaluate, train
+
+REFERENCE = "ReferenceNet"
+
+
+def step_seed(*parts):
+    return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
+
+
+class Experiment:
+    """One resolved config and its output folder."""
+
+    def __init__(self, cfg, out_dir, device="cpu"):
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.device = torch.device(device)
+        self.training = cfg["training"]
+        self.retraining = retraining_config(cfg)
+        self.methods = [canonical_method(m) for m in cfg["experiments"]["methods"]]
+        self.mode = cfg["experiments"]["mode"]
+        self.keep_ratios = keep_ratios(cfg["experiments"]) if self.mode != "train" else []
+        self.loss_fn = LOSSES.get(self.training["loss"])(**self.training["lossKwargs"])
+        out_size = cfg["network"]["outputSize"]
+        self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
+                        for m in self.training["metricsTest"]]
+        self._splits = None
+
+    # -- building blocks -------------------------------------------------------------
+    def build_network(self):
+        net_cfg = self.cfg["network"]
+        kwargs = dict(num_classes=net_cfg["outputSize"], **net_cfg["kwargs"])
+        if "MNIST" in net_cfg["dataset"]:
+            kwargs.setdefault("num_in_channels", 1)
+        return NETWORKS.get(net_cfg["name"])(**kwargs).to(self.device)
+
+    @property
+    def splits(self):
+        if self._splits is None:
+            self._splits = build_splits(self.cfg)
+        return self._splits
+
+    def path(self, *parts):
+        return os.path.join(self.out_dir, *parts)
+
+    # -- the sweep -------------------------------------------------------------------
+    def run(self):
+        exp = self.cfg["experiments"]
+        for net_idx in range(exp["numNets"]):
+            reference = self.reference_step(net_idx)
+            if self.mode == "train":
+                continue
+            for rep in range(exp["numRepetitions"]):
+                for method in self.methods:
+                    self.prune_sweep(net_idx, rep, method, reference)
+        return self.write_outputs()
+
+    def reference_step(self, net_idx):
+        step = f"net{net_idx}_{REFERENCE}"
+        if self._finished(step):
+            return load_checkpoint(self.path("checkpoints", step + ".pt"))
+        torch.manual_seed(step_seed(self.cfg["seed"], net_idx, "init"))
+        net = self.build_network()
+        params = count_parameters(net)
+        row, state = self._train_and_evaluate(net, step, self.training, 0, f"net{net_idx} train",
+                                              step_seed(self.cfg["seed"], net_idx, "train"))
+        row.update(net=net_idx, repetition=0, method=REFERENCE, keep_ratio=1.0, params_original=params)
+        self._finish(step, row, state)
+        return state
+
+    def prune_sweep(self, net_idx, rep, method, reference):
+        previous = reference
+        params_original = count_parameters(self._from_state(reference))
+        for i, keep in enumerate(self.keep_ratios):
+            step = f"net{net_idx}_rep{rep}_{method}_{i:02d}"
+            if self._finished(step):
+                previous = load_checkpoint(self.path("checkpoints", step + ".pt"))
+                continue
+            seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
+            start = previous if self.mode in ("cascade", "cascade-rewind") else reference
+            net = self._from_state(start)
+            prune(net, method, keep, params_original)
+            pruned = export_state(net)
+            if self.mode == "cascade-rewind":  # weights back to the trained base net, masks kept
+                net = self._from_state({"state_dict": reference["state_dict"], "masks": pruned["masks"]})
+            retrain_iterations = self.cfg["experiments"]["retrainIterations"]
+            tcfg = self.retraining if retrain_iterations == -1 or i < retrain_iterations else None
+            desc = f"net{net_idx} r{rep} {method} keep={keep:.3f}"
+            row, state = self._train_and_evaluate(net, step, tcfg, self.retraining["startEpoch"], desc, seed)
+            row.update(net=net_idx, repetition=rep, method=method, keep_ratio=keep, params_original=params_original)
+            if not row["converged"]:
+                state = pruned  # the next ratio starts from the pruned, not the diverged, weights
+            self._finish(step, row, state)
+            previous = state
+
+    def _from_state(self, state):
+        return import_state(self.build_network(), state)
+
+    def _train_and_evaluate(self, net, step, tcfg, start_epoch, desc, seed):
+        loaders = build_loaders(self.splits, tcfg or self.training, seed)
+        summary = {"epochs": 0, "seconds": 0.0, "lr_start": None}
+        converged, error = True, ""
+        log_path = self.path("logs", step + ".jsonl")
+        if tcfg is not None:
+            ckpt = self.path("checkpoints", step + ".partial.pt")
+            log = _jsonl_logger(log_path, truncate=not os.path.exists(ckpt))
+            try:
+                summary = train(net, loaders, tcfg, self.loss_fn, self.metrics, self.device, start_epoch, seed,
+                                ckpt, desc=desc, log=log)
+            except DidNotConverge as err:
+                converged, error = False, str(err)
+        results, eval_started = {}, time.time()
+        if converged:
+            for split in ("val", "test"):
+                results[split] = evaluate(net, loaders[split], self.loss_fn, self.metrics, self.device, seed)
+            converged = all(math.isfinite(r["loss"]) for r in results.values())
+            error = "" if converged else "non-finite evaluation loss"
+        nan = {"loss": math.nan, "metric": math.nan, "metric2": math.nan, "nfe_forward": math.nan}
+        test, val = results.get("test", nan), results.get("val", nan)
+        history = summary.get("history") or [{}]
+        nonzero = count_nonzero(net)
+        row = dict(
+            prune_ratio=None, params=nonzero, test_loss=test["loss"], test_metric=test["metric"],
+            test_metric2=test["metric2"], val_loss=val["loss"], nfe_forward=test["nfe_forward"],
+            nfe_backward=history[-1].get("nfe_backward", math.nan), epochs=summary["epochs"],
+            seconds=summary["seconds"] + (time.time() - eval_started),
+            converged=converged, dataset=self.cfg["network"]["dataset"], network=self.cfg["network"]["name"],
+        )
+        row["extra"] = {"lr_start": summary["lr_start"], "error": error, "best_epoch": summary.get("best_epoch")}
+        return row, export_state(net)
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def _finished(self, step):
+        return os.path.exists(self.path("steps", step + ".json")) and os.path.exists(
+            self.path("checkpoints", step + ".pt"))
+
+    def _finish(self, step, row, state):
+        row["prune_ratio"] = 1.0 - row["keep_ratio"]
+        save_checkpoint(state, self.path("checkpoints", step + ".pt"))
+        save_json(row, self.path("steps", step + ".json"))
+        partial = self.path("checkpoints", step + ".partial.pt")
+        if os.path.exists(partial):
+            os.remove(partial)
+        status = "" if row["converged"] else "  (did not converge)"
+        tqdm.write(f"[{step}] keep={row['keep_ratio']:.3f} params={row['params']} "
+                   f"test_loss={row['test_loss']:.4f} nfe_f={row['nfe_forward']}{status}")
+
+    def rows(self):
+        folder = self.path("steps")
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        return [load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")]
+
+    def write_outputs(self):
+        rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
+        write_results_csv(rows, self.path("results.csv"))
+        title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
+        write_report(rows, self.out_dir, title=title, loss_label=f"test loss ({self.training['loss']})")
+        return rows
+
+
+def _jsonl_logger(path, truncate):
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if truncate and os.path.exists(path):
+        os.remove(path)
+
+    def log(record):
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    return log

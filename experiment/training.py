@@ -1,0 +1,174 @@
+"""One (re)training run: optimizer, per-iteration LR schedule, early stopping, epoch checkpoints.
+
+A run covers epochs ``[start_epoch, num_epochs)`` of a schedule. The LR schedulers are built
+fresh and advanced to ``start_epoch`` (learning-rate rewinding for retraining), stepped every
+iteration with their ``stepKwargs`` given in epochs. Shuffling and Hutchinson probes are seeded
+per epoch, so a run resumed from its last epoch checkpoint continues with the same numbers.
+"""
+import math
+import time
+import warnings
+
+import torch
+from tqdm import tqdm
+
+from torchprune_flows.cnf import SolverError, nfe_counts
+from torchprune_flows.pruning import export_state, import_state
+
+from .checkpoints import load_checkpoint, save_checkpoint
+
+
+class DidNotConverge(RuntimeError):
+    """A non-finite loss or a solver failure."""
+
+
+def make_optimizer(net, name, kwargs):
+    return getattr(torch.optim, name)([p for p in net.parameters() if p.requires_grad], **kwargs)
+
+
+def _scale_step_kwargs(step_kwargs, iters_per_epoch):
+    """Epoch counts -> iteration counts (numbers and lists of numbers)."""
+    def scale(v):
+        if isinstance(v, (list, tuple)):
+            return [scale(x) for x in v]
+        return int(round(v * iters_per_epoch)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    return {k: scale(v) for k, v in step_kwargs.items()}
+
+
+def make_schedulers(optimizer, specs, iters_per_epoch, start_epoch=0):
+    """Schedulers stepped per iteration, advanced to ``start_epoch``."""
+    schedulers = [
+        getattr(torch.optim.lr_scheduler, spec["type"])(
+            optimizer, **spec.get("kwargs", {}), **_scale_step_kwargs(spec.get("stepKwargs", {}), iters_per_epoch))
+        for spec in specs
+    ]
+    with warnings.catch_warnings():  # stepping before optimizer.step() is the point here
+        warnings.simplefilter("ignore")
+        for _ in range(start_epoch * iters_per_epoch):
+            for scheduler in schedulers:
+                scheduler.step()
+    return schedulers
+
+
+def current_lr(optimizer):
+    return optimizer.param_groups[0]["lr"]
+
+
+def _batches(loader, device):
+    for x, y in loader:
+        yield x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def evaluate(net, loader, loss_fn, metrics, device, seed=0):
+    """Mean loss, both metrics and forward NFE per batch over a loader (probes seeded)."""
+    net.eval()
+    torch.manual_seed(seed)
+    totals = {"loss": 0.0, "metric": 0.0, "metric2": 0.0, "nfe_forward": 0.0}
+    count = batches = 0
+    try:
+        for x, y in _batches(loader, device):
+            out = net(x)
+            n = x.shape[0]
+            totals["loss"] += float(loss_fn(out, y)) * n
+            totals["metric"] += metrics[0](out, y) * n
+            totals["metric2"] += metrics[1](out, y) * n
+            totals["nfe_forward"] += nfe_counts(net)["forward"]
+            count += n
+            batches += 1
+    except SolverError:
+        return {"loss": math.nan, "metric": math.nan, "metric2": math.nan, "nfe_forward": math.nan}
+    result = {k: v / count for k, v in totals.items() if k != "nfe_forward"}
+    result["nfe_forward"] = totals["nfe_forward"] / batches
+    return result
+
+
+def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, checkpoint_path,
+          desc="train", log=None):
+    """Train ``net`` in place over epochs ``[start_epoch, tcfg["numEpochs"])``.
+
+    ``loaders``: dict with "train" and "val" data loaders (the train loader's sampler must be
+    seeded through its ``generator``). Returns a summary dict (epochs, seconds, lr_start, final
+    and per-epoch NFE). Raises :class:`DidNotConverge` on a non-finite loss or solver failure.
+    ``checkpoint_path`` holds the run's state after every epoch and is resumed from if present.
+    """
+    num_epochs = tcfg["numEpochs"]
+    iters = len(loaders["train"])
+    optimizer = make_optimizer(net, tcfg["optimizer"], tcfg["optimizerKwargs"])
+    schedulers = make_schedulers(optimizer, tcfg["lrSchedulers"], iters, start_epoch)
+    early_stop = tcfg["earlyStopEpoch"]
+    summary = {"epochs": 0, "seconds": 0.0, "lr_start": current_lr(optimizer), "history": [],
+               "best_epoch": None, "best_metric": -math.inf, "best_state": None}
+    epoch = start_epoch
+    if checkpoint_path is not None and _exists(checkpoint_path):
+        saved = load_checkpoint(checkpoint_path)
+        import_state(net, saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedulers = make_schedulers(optimizer, tcfg["lrSchedulers"], iters, saved["epoch"])
+        optimizer.load_state_dict(saved["optimizer"])
+        summary.update(saved["summary"])
+        epoch = saved["epoch"]
+
+    bar = tqdm(range(epoch, num_epochs), desc=desc, leave=False, dynamic_ncols=True,
+               initial=epoch - start_epoch, total=num_epochs - start_epoch)
+    for epoch in bar:
+        started = time.time()
+        record = _train_epoch(net, loaders["train"], optimizer, schedulers, loss_fn, device,
+                              seed * 100003 + epoch, bar)
+        record["epoch"] = epoch
+        if epoch >= early_stop and loaders.get("val") is not None:
+            val = evaluate(net, loaders["val"], loss_fn, metrics, device, seed)
+            record["val_loss"], record["val_metric"] = val["loss"], val["metric"]
+            if val["metric"] > summary["best_metric"]:
+                summary.update(best_epoch=epoch, best_metric=val["metric"], best_state=export_state(net))
+        summary["history"].append(record)
+        summary["epochs"] += 1
+        summary["seconds"] += time.time() - started
+        if log is not None:
+            log(record)
+        if checkpoint_path is not None:
+            save_checkpoint({"epoch": epoch + 1, "model": export_state(net), "optimizer": optimizer.state_dict(),
+                             "summary": summary}, checkpoint_path)
+    bar.close()
+    if summary["best_state"] is not None:
+        import_state(net, summary["best_state"])
+    summary.pop("best_state")
+    return summary
+
+
+def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed, bar):
+    net.train()
+    torch.manual_seed(epoch_seed)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(epoch_seed)
+    totals = {"train_loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0}
+    lr = current_lr(optimizer)
+    batches = 0
+    for x, y in _batches(loader, device):
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            out = net(x)
+            loss = loss_fn(out, y)
+            if not torch.isfinite(loss):
+                raise DidNotConverge(f"non-finite training loss {float(loss)}")
+            loss.backward()
+        except SolverError as err:
+            raise DidNotConverge(str(err)) from err
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        nfe = nfe_counts(net)
+        totals["train_loss"] += loss.item()
+        totals["nfe_forward"] += nfe["forward"]
+        totals["nfe_backward"] += nfe["backward"]
+        batches += 1
+        bar.set_postfix(loss=f"{loss.item():.3f}", nfe_f=nfe["forward"], nfe_b=nfe["backward"], refresh=False)
+    record = {k: v / max(batches, 1) for k, v in totals.items()}
+    record["lr"] = lr
+    return record
+
+
+def _exists(path):
+    import os
+
+    return os.path.exists(path)

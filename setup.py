@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="torchprune-flows",
+    version="0.1.0",
+    description="Sparse Flows: pruning continuous normalizing flows and neural ODEs",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["torchprune_flows", "torchprune_flows.*", "experiment", "experiment.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "torchdiffeq>=0.2.3",
+        "torchdyn>=1.0.6",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    entry_points={"console_scripts": ["torchprune-flows=experiment.cli:main"]},
+)
