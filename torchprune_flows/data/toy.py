@@ -62,13 +62,16 @@ class ToyDataset(Dataset):
     """Base class: subclasses set ``num_train``, ``num_test`` and ``generate(n, rng)``.
 
     The signature is torchprune's dataset signature (``root``, ``train``, ``download``,
-    ``transform``, ``file_dir``), plus ``split`` ("train", "val", "test") and ``seed``.
+    ``transform``, ``file_dir``), plus ``split`` ("train", "val", "test"), ``seed``, and
+    ``num_train`` / ``num_test`` to generate fewer (or more) points than the paper's sizes.
     """
 
     num_train = num_test = 0
 
     def __init__(self, root=None, train=True, download=True, transform=None, split=None, seed=0,
-                 file_dir=None):
+                 file_dir=None, num_train=None, num_test=None):
+        self.num_train = num_train or self.num_train
+        self.num_test = num_test or self.num_test
         self.split = resolve_split(train, split)
         self.transform = transform
         train_x, _ = self._generated(seed, "train")
