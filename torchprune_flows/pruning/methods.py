@@ -81,8 +81,8 @@ def _fixed_nonzero(net, layers):
 
 def _remove_dead_units(plan, chains):
     """Drop the rows and biases of units whose every outgoing weight is pruned (no effect on output)."""
-    for chain in chains:
-        for (producer, _), (consumer, offset) in zip(chain[:-1], chain[1:]):
+    for chain in chains:  # from the output backwards, so that removals propagate to earlier layers
+        for (producer, _), (consumer, offset) in reversed(list(zip(chain[:-1], chain[1:]))):
             w = plan.mask_of(consumer, "weight") & (consumer.weight != 0)
             outgoing = w.transpose(0, 1).reshape(w.shape[1], -1)[offset:offset + producer.weight.shape[0]]
             dead = torch.nonzero(~outgoing.any(dim=1)).flatten()
