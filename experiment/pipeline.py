@@ -27,6 +27,8 @@ from .report import RESULT_COLUMNS, write_report, write_results_csv
 from .training import DidNotConverge, evaluate, train
 
 REFERENCE = "ReferenceNet"
+LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats)",
+               "NLLBitsLoss": "test NLL (bits/dim)", "CrossEntropyLoss": "test cross-entropy"}
 
 
 def step_seed(*parts):
@@ -179,7 +181,7 @@ class Experiment:
         rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
         write_results_csv(rows, self.path("results.csv"))
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
-        write_report(rows, self.out_dir, title=title, loss_label=f"test loss ({self.training['loss']})")
+        write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(self.training["loss"], f"test loss ({self.training['loss']})"))
         return rows
 
 

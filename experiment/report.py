@@ -468,7 +468,7 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals):
     n_nets = max(s["n_total"] for s in dataset_summary)
     lines = [f"## {dataset} ({networks})", ""]
     lines.append(
-        f"{loss_label.capitalize()}, mean ± std over up to {n_nets} runs "
+        f"{loss_label[:1].upper() + loss_label[1:]}, mean ± std over up to {n_nets} runs "
         f"(converged runs only); prune ratio 0 % is the unpruned {REFERENCE_METHOD}."
     )
     lines.append("")
