@@ -52,6 +52,7 @@ class Experiment:
         self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
                         for m in self.training["metricsTest"]]
         self._splits = None
+        self._sweep_bar = None
 
     # -- building blocks -------------------------------------------------------------
     def build_network(self):
@@ -73,18 +74,25 @@ class Experiment:
     # -- the sweep -------------------------------------------------------------------
     def run(self):
         exp = self.cfg["experiments"]
-        for net_idx in range(exp["numNets"]):
-            reference = self.reference_step(net_idx)
-            if self.mode == "train":
-                continue
-            for rep in range(exp["numRepetitions"]):
-                for method in self.methods:
-                    self.prune_sweep(net_idx, rep, method, reference)
+        per_net = 1 + exp["numRepetitions"] * len(self.methods) * len(self.keep_ratios)
+        self._sweep_bar = tqdm(total=exp["numNets"] * per_net, desc="steps", unit="step", dynamic_ncols=True,
+                               position=0)
+        try:
+            for net_idx in range(exp["numNets"]):
+                reference = self.reference_step(net_idx)
+                if self.mode == "train":
+                    continue
+                for rep in range(exp["numRepetitions"]):
+                    for method in self.methods:
+                        self.prune_sweep(net_idx, rep, method, reference)
+        finally:
+            self._sweep_bar.close()
         return self.write_outputs()
 
     def reference_step(self, net_idx):
         step = f"net{net_idx}_{REFERENCE}"
         if self._finished(step):
+            self._sweep_bar.update()
             return load_checkpoint(self.path("checkpoints", step + ".pt"))
         torch.manual_seed(step_seed(self.cfg["seed"], net_idx, "init"))
         net = self.build_network()
@@ -102,6 +110,7 @@ class Experiment:
             step = f"net{net_idx}_rep{rep}_{method}_{i:02d}"
             if self._finished(step):
                 previous = load_checkpoint(self.path("checkpoints", step + ".pt"))
+                self._sweep_bar.update()
                 continue
             seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
             start = previous if self.mode in ("cascade", "cascade-rewind") else reference
@@ -168,6 +177,7 @@ class Experiment:
         partial = self.path("checkpoints", step + ".partial.pt")
         if os.path.exists(partial):
             os.remove(partial)
+        self._sweep_bar.update()
         status = "" if row["converged"] else "  (did not converge)"
         tqdm.write(f"[{step}] keep={row['keep_ratio']:.3f} params={row['params']} "
                    f"test_loss={row['test_loss']:.4f} nfe_f={row['nfe_forward']}{status}")

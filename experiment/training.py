@@ -109,7 +109,7 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
         summary.update(saved["summary"])
         epoch = saved["epoch"]
 
-    bar = tqdm(range(epoch, num_epochs), desc=desc, leave=False, dynamic_ncols=True,
+    bar = tqdm(range(epoch, num_epochs), desc=desc, leave=False, dynamic_ncols=True, position=1,
                initial=epoch - start_epoch, total=num_epochs - start_epoch)
     for epoch in bar:
         started = time.time()

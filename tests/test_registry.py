@@ -56,3 +56,28 @@ def test_plugins_register_on_import(tmp_path, monkeypatch):
     assert NETWORKS.build("plugin_net_xyz", num_classes=3) == 3
     with pytest.raises(PluginImportError, match="cannot import plugin module 'no_such_mod_abc'"):
         load_plugins(["no_such_mod_abc"])
+
+
+def test_entry_point_plugins_are_imported_on_a_lookup_miss(tmp_path, monkeypatch):
+    from torchprune_flows.registry import plugins
+
+    (tmp_path / "ep_flow_plugin.py").write_text(
+        "from torchprune_flows import register_network\n"
+        "@register_network('entry_point_net_{width:d}')\n"
+        "def ep_net(width, num_classes, **kw):\n    return ('ep', width)\n")
+    dist = tmp_path / "ep_flow_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-flow-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[torchprune_flows.plugins]\nep = ep_flow_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ep_flow_plugin", raising=False)
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    assert NETWORKS.build("entry_point_net_7", num_classes=2) == ("ep", 7)
+
+
+def test_listing_command(capsys):
+    from torchprune_flows.registry.__main__ import main
+
+    assert main(["datasets"]) == 0
+    assert "ToyGaussians" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2
