@@ -43,6 +43,11 @@ def check_names(cfg):
 
 def prepare(args):
     """Resolved configs (one per customization) and the output folder; raises on bad input."""
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
     cfg = load_config(args.config, args.overrides)
     load_plugins(list(cfg.get("plugins", [])) + args.plugins)
     load_entry_point_plugins()
@@ -58,11 +63,6 @@ def prepare(args):
         except (TypeError, ValueError) as err:
             raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
         runs.append(experiment)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
     return cfg, out_dir, runs
 
 

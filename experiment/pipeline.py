@@ -20,7 +20,7 @@ from torchprune_flows.pruning import (canonical_method, count_nonzero, count_par
                                       import_state, prune)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
-from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json
+from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
 from .config import keep_ratios, retraining_config
 from .data import build_loaders, build_splits
 from .report import RESULT_COLUMNS, write_report, write_results_csv
@@ -139,7 +139,7 @@ class Experiment:
         log_path = self.path("logs", step + ".jsonl")
         if tcfg is not None:
             ckpt = self.path("checkpoints", step + ".partial.pt")
-            log = _jsonl_logger(log_path, truncate=not os.path.exists(ckpt))
+            log = _jsonl_writer(log_path)
             try:
                 summary = train(net, loaders, tcfg, self.loss_fn, self.metrics, self.device, start_epoch, seed,
                                 ckpt, desc=desc, log=log)
@@ -195,15 +195,11 @@ class Experiment:
         return rows
 
 
-def _jsonl_logger(path, truncate):
+def _jsonl_writer(path):
+    """Rewrite ``path`` atomically with one JSON line per epoch record."""
     import json
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if truncate and os.path.exists(path):
-        os.remove(path)
+    def write(history):
+        save_text("".join(json.dumps(record) + "\n" for record in history), path)
 
-    def log(record):
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    return log
+    return write

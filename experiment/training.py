@@ -90,7 +90,8 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
     ``loaders``: dict with "train" and "val" data loaders (the train loader's sampler must be
     seeded through its ``generator``). Returns a summary dict (epochs, seconds, lr_start, final
     and per-epoch NFE). Raises :class:`DidNotConverge` on a non-finite loss or solver failure.
-    ``checkpoint_path`` holds the run's state after every epoch and is resumed from if present.
+    ``checkpoint_path`` holds the run's state after every epoch and is resumed from if present;
+    ``log(history)`` receives the per-epoch records of the whole run after every epoch.
     """
     num_epochs = tcfg["numEpochs"]
     iters = len(loaders["train"])
@@ -124,11 +125,11 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
         summary["history"].append(record)
         summary["epochs"] += 1
         summary["seconds"] += time.time() - started
-        if log is not None:
-            log(record)
         if checkpoint_path is not None:
             save_checkpoint({"epoch": epoch + 1, "model": export_state(net), "optimizer": optimizer.state_dict(),
                              "summary": summary}, checkpoint_path)
+        if log is not None:  # after the checkpoint: the log never runs ahead of what a resume restores
+            log(summary["history"])
     bar.close()
     if summary["best_state"] is not None:
         import_state(net, summary["best_state"])
@@ -150,7 +151,7 @@ def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed
             out = net(x)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise DidNotConverge(f"non-finite training loss {float(loss)}")
+                raise DidNotConverge(f"non-finite training loss {loss.item()}")
             loss.backward()
         except SolverError as err:
             raise DidNotConverge(str(err)) from err

@@ -1,4 +1,6 @@
 """Multilayer-perceptron vector fields."""
+import difflib
+
 from torch import nn
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU,
@@ -7,7 +9,9 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, 
 
 def make_activation(name):
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation '{name}'; choose from {', '.join(ACTIVATIONS)}")
+        close = difflib.get_close_matches(name, ACTIVATIONS, n=2)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown activation '{name}'; {hint}choose from {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 

@@ -40,8 +40,22 @@ def apply_masks(net, masks):
         set_mask(modules[module_name], tensor_name, mask)
 
 
+@torch.no_grad()
+def refresh_pruned_tensors(net):
+    """Recompute every pruned ``weight = weight_orig * weight_mask`` now.
+
+    torch recomputes them only before a forward call, so after an optimizer step the attribute
+    still holds the weights from before the step; anything that reads them must refresh first.
+    """
+    for module in net.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(module, None)
+
+
 def effective_tensors(net):
     """``{name: tensor}`` of every parameter as the network uses it (masks applied)."""
+    refresh_pruned_tensors(net)
     out = {}
     for module_name, module in net.named_modules():
         for name, param in module.named_parameters(recurse=False):

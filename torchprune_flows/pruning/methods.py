@@ -8,7 +8,7 @@ import difflib
 
 import torch
 
-from .masks import count_nonzero, current_mask, effective_tensors, set_mask
+from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
 from .structure import prunable_layers, structured_chains
 
 
@@ -75,8 +75,10 @@ class _MaskPlan:
 
 def _fixed_nonzero(net, layers):
     """Nonzero entries of everything outside the prunable layers' weights and biases."""
-    touched = {id(getattr(m, n)) for m in layers for n in ("weight", "bias") if getattr(m, n) is not None}
-    return int(sum((t != 0).sum() for t in effective_tensors(net).values() if id(t) not in touched))
+    layer_ids = {id(m) for m in layers}
+    touched = {f"{prefix}.{tensor}" if prefix else tensor
+               for prefix, module in net.named_modules() if id(module) in layer_ids for tensor in ("weight", "bias")}
+    return int(sum((t != 0).sum() for name, t in effective_tensors(net).items() if name not in touched))
 
 
 def _remove_dead_units(plan, chains):
@@ -114,6 +116,7 @@ def prune_weights(net, keep_ratio, params_original):
     too, since it no longer affects the output. Returns the achieved keep ratio.
     """
     _check_ratio(keep_ratio)
+    refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     chains = structured_chains(net)
     fixed = _fixed_nonzero(net, layers)
@@ -146,6 +149,7 @@ def prune_filters(net, keep_ratio, params_original):
     keep ratio (the closest a uniform fraction can get).
     """
     _check_ratio(keep_ratio)
+    refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     chains = structured_chains(net)
     fixed = _fixed_nonzero(net, layers)

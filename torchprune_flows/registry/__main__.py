@@ -6,11 +6,12 @@ from torchprune_flows.registry import REGISTRIES, load_entry_point_plugins
 
 
 def main(argv=None):
-    kinds = [k.rstrip("s") for k in (argv if argv is not None else sys.argv[1:])] or list(REGISTRIES)
+    plural = {"networks": "network", "datasets": "dataset", "losses": "loss", "metrics": "metric"}
+    kinds = [plural.get(k, k) for k in (argv if argv is not None else sys.argv[1:])] or list(REGISTRIES)
     load_entry_point_plugins()
     for kind in kinds:
         if kind not in REGISTRIES:
-            print(f"unknown kind '{kind}'; choose from {', '.join(REGISTRIES)}", file=sys.stderr)
+            print(f"unknown kind '{kind}'; choose from {', '.join(plural)}", file=sys.stderr)
             return 2
         print(f"{kind}s:")
         for name in REGISTRIES[kind].names():

@@ -21,6 +21,7 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+PLURALS = {"network": "networks", "dataset": "datasets", "loss": "losses", "metric": "metrics"}
 _FIELD = re.compile(r"\{(\w+)(?::([d*]))?\}")
 _FIELD_PATTERNS = {None: r"[a-z0-9]+", "d": r"\d+", "*": r".+"}
 
@@ -132,7 +133,7 @@ class Registry:
         hint = f"; did you mean {', '.join(shown)}?" if shown else ""
         return (
             f"unknown {self.kind} '{name}'{hint} "
-            f"(list all with: python -m torchprune_flows.registry {self.kind}s)"
+            f"(list all with: python -m torchprune_flows.registry {PLURALS.get(self.kind, self.kind)})"
         )
 
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny, fast experiment config written as YAML into a temporary folder."""
+import copy
+import os
+import sys
+
+import pytest
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: 2-D CNF with exact trace, 2 Linear layers of 16 hidden units (82 parameters), dopri5 at 1e-4.
+TINY_NETWORK = "cnf_l2_h16_tanh_high_tol"
+
+_TINY_CONFIG = {
+    "network": {"name": TINY_NETWORK, "dataset": "ToyGaussians", "outputSize": 2},
+    "training": {
+        "loss": "NLLPriorLoss",
+        "metricsTest": [{"type": "NLLPrior", "kwargs": {}}, {"type": "Dummy", "kwargs": {}}],
+        "batchSize": 100,
+        "optimizer": "AdamW",
+        "optimizerKwargs": {"lr": 1.0e-2, "weight_decay": 1.0e-5},
+        "numEpochs": 2,
+        "enableAMP": False,
+        "datasetKwargs": {"num_train": 300, "num_test": 200},
+    },
+    "experiments": {
+        "methods": ["ThresNet", "FilterThresNet"],
+        "mode": "cascade",
+        "spacing": [{"type": "manual", "values": [0.6, 0.3]}],
+    },
+    "seed": 0,
+}
+
+
+def tiny_config_dict():
+    """A fresh deep copy of the tiny config (a plain dict, no defaults filled in)."""
+    return copy.deepcopy(_TINY_CONFIG)
+
+
+def write_yaml(path, data):
+    """Write ``data`` (a dict dumped as YAML, or raw text) to ``path``; return ``path`` as str."""
+    path = str(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class TinyExperiment:
+    """A folder with a tweakable tiny config; ``run()`` writes it and calls the CLI in-process."""
+
+    def __init__(self, root, cfg=None):
+        self.root = str(root)
+        self.cfg = tiny_config_dict() if cfg is None else cfg
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def write(self, name="config.yaml", cfg=None):
+        """Write ``cfg`` (default: ``self.cfg``) as YAML into the folder; return its path."""
+        return write_yaml(self.path(name), self.cfg if cfg is None else cfg)
+
+    def run(self, *extra, out="out", name="config.yaml"):
+        """``main([config, --out, out, *extra])`` after writing the config; returns the exit code."""
+        from experiment.cli import main
+
+        config = self.write(name)
+        return main([config, "--out", self.path(out), *extra])
+
+    def subprocess_env(self):
+        """Environment for ``python -m experiment`` in a child process (repo importable, 1 thread)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+        env["OMP_NUM_THREADS"] = "1"
+        env["MKL_NUM_THREADS"] = "1"
+        return env
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A :class:`TinyExperiment` in ``tmp_path``, which is also made the working directory."""
+    monkeypatch.chdir(tmp_path)
+    return TinyExperiment(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment_class():
+    """The :class:`TinyExperiment` class, for module-scoped fixtures that cannot use ``tiny``."""
+    return TinyExperiment
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Run torch on one intra-op thread for the module, then restore.
+
+    The tiny networks are dominated by per-op overhead; on a small, shared machine the default
+    thread pool makes them 10-100x slower through contention.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def clean_modules():
+    """Names appended to the returned list are dropped from ``sys.modules`` after the test."""
+    names = []
+    yield names
+    for name in names:
+        sys.modules.pop(name, None)
