@@ -15,7 +15,6 @@ import zlib
 import torch
 from tqdm import tqdm
 
-from torchprune_flows.cnf import SolverError
 from torchprune_flows.pruning import (canonical_method, count_nonzero, count_parameters, export_state,
                                       import_state, prune)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
@@ -191,7 +190,8 @@ class Experiment:
         rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
         write_results_csv(rows, self.path("results.csv"))
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
-        write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(self.training["loss"], f"test loss ({self.training['loss']})"))
+        loss = self.training["loss"]
+        write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"))
         return rows
 
 

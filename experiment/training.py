@@ -6,6 +6,7 @@ iteration with their ``stepKwargs`` given in epochs. Shuffling and Hutchinson pr
 per epoch, so a run resumed from its last epoch checkpoint continues with the same numbers.
 """
 import math
+import os
 import time
 import warnings
 
@@ -95,20 +96,17 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
     """
     num_epochs = tcfg["numEpochs"]
     iters = len(loaders["train"])
+    saved = load_checkpoint(checkpoint_path) if checkpoint_path and os.path.exists(checkpoint_path) else None
+    epoch = saved["epoch"] if saved else start_epoch
     optimizer = make_optimizer(net, tcfg["optimizer"], tcfg["optimizerKwargs"])
-    schedulers = make_schedulers(optimizer, tcfg["lrSchedulers"], iters, start_epoch)
+    schedulers = make_schedulers(optimizer, tcfg["lrSchedulers"], iters, epoch)
     early_stop = tcfg["earlyStopEpoch"]
     summary = {"epochs": 0, "seconds": 0.0, "lr_start": current_lr(optimizer), "history": [],
                "best_epoch": None, "best_metric": -math.inf, "best_state": None}
-    epoch = start_epoch
-    if checkpoint_path is not None and _exists(checkpoint_path):
-        saved = load_checkpoint(checkpoint_path)
+    if saved:  # resume: weights, optimizer moments and the schedule's learning rate as they were
         import_state(net, saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        schedulers = make_schedulers(optimizer, tcfg["lrSchedulers"], iters, saved["epoch"])
-        optimizer.load_state_dict(saved["optimizer"])
         summary.update(saved["summary"])
-        epoch = saved["epoch"]
 
     bar = tqdm(range(epoch, num_epochs), desc=desc, leave=False, dynamic_ncols=True, position=1,
                initial=epoch - start_epoch, total=num_epochs - start_epoch)
@@ -167,9 +165,3 @@ def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed
     record = {k: v / max(batches, 1) for k, v in totals.items()}
     record["lr"] = lr
     return record
-
-
-def _exists(path):
-    import os
-
-    return os.path.exists(path)
