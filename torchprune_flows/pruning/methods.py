@@ -26,23 +26,6 @@ def _unit_view(tensor):
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def _column_mask(consumer, offset, dead_units):
-    """Mask of ``consumer.weight`` with the input columns of ``dead_units`` removed."""
-    mask = torch.ones_like(consumer.weight, dtype=torch.bool)
-    mask[:, offset + dead_units] = False
-    return mask
-
-
-def _row_masks(layer, dead_units):
-    weight = torch.ones_like(layer.weight, dtype=torch.bool)
-    weight[dead_units] = False
-    bias = None
-    if layer.bias is not None:
-        bias = torch.ones_like(layer.bias, dtype=torch.bool)
-        bias[dead_units] = False
-    return weight, bias
-
-
 class _MaskPlan:
     """Candidate masks for a network, evaluated without touching it until ``commit``."""
 
@@ -52,11 +35,22 @@ class _MaskPlan:
 
     def restrict(self, module, name, mask):
         key = (module, name)
-        base = self.masks.get(key, current_mask(module, name).bool())
-        self.masks[key] = base & mask
+        self.masks[key] = self.mask_of(module, name) & mask
 
     def mask_of(self, module, name):
         return self.masks.get((module, name), current_mask(module, name).bool())
+
+    def remove_units(self, producer, units, consumer=None, offset=0):
+        """Remove output units: their rows and biases, and the consumer's columns reading them."""
+        rows = torch.ones(producer.weight.shape[0], dtype=torch.bool, device=producer.weight.device)
+        rows[units] = False
+        self.restrict(producer, "weight", rows.view(-1, *[1] * (producer.weight.dim() - 1)).expand_as(producer.weight))
+        if producer.bias is not None:
+            self.restrict(producer, "bias", rows)
+        if consumer is not None:
+            columns = torch.ones_like(consumer.weight, dtype=torch.bool)
+            columns[:, offset + units] = False
+            self.restrict(consumer, "weight", columns)
 
     @torch.no_grad()
     def nonzero(self, fixed_nonzero, layers):
@@ -81,18 +75,20 @@ def _fixed_nonzero(net, layers):
     return int(sum((t != 0).sum() for name, t in effective_tensors(net).items() if name not in touched))
 
 
+def _chain_pairs(chains):
+    """(producer, consumer, consumer input offset) for consecutive layers of every chain."""
+    return [(producer, consumer, offset) for chain in chains
+            for (producer, _), (consumer, offset) in zip(chain[:-1], chain[1:])]
+
+
 def _remove_dead_units(plan, chains):
     """Drop the rows and biases of units whose every outgoing weight is pruned (no effect on output)."""
-    for chain in chains:  # from the output backwards, so that removals propagate to earlier layers
-        for (producer, _), (consumer, offset) in reversed(list(zip(chain[:-1], chain[1:]))):
-            w = plan.mask_of(consumer, "weight") & (consumer.weight != 0)
-            outgoing = w.transpose(0, 1).reshape(w.shape[1], -1)[offset:offset + producer.weight.shape[0]]
-            dead = torch.nonzero(~outgoing.any(dim=1)).flatten()
-            if len(dead):
-                weight, bias = _row_masks(producer, dead)
-                plan.restrict(producer, "weight", weight)
-                if bias is not None:
-                    plan.restrict(producer, "bias", bias)
+    for producer, consumer, offset in reversed(_chain_pairs(chains)):  # output first: removals propagate back
+        w = plan.mask_of(consumer, "weight") & (consumer.weight != 0)
+        outgoing = w.transpose(0, 1).reshape(w.shape[1], -1)[offset:offset + producer.weight.shape[0]]
+        dead = torch.nonzero(~outgoing.any(dim=1)).flatten()
+        if len(dead):
+            plan.remove_units(producer, dead)
 
 
 def _closest(count_for, lo, hi, target):
@@ -109,18 +105,27 @@ def _closest(count_for, lo, hi, target):
 
 
 @torch.no_grad()
-def prune_weights(net, keep_ratio, params_original):
-    """WT: keep the largest-magnitude weights of all prunable layers under one global threshold.
-
-    Biases are not scored; a unit whose outgoing weights are all pruned loses its row and bias
-    too, since it no longer affects the output. Returns the achieved keep ratio.
-    """
+def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
+    """Shared driver: ``candidate_plans(net, layers, chains) -> (plan_for(k), k_max)`` gives
+    plans whose nonzero count does not decrease with k; commit the one closest to the target."""
     _check_ratio(keep_ratio)
     refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     chains = structured_chains(net)
     fixed = _fixed_nonzero(net, layers)
-    target = keep_ratio * params_original
+    plan_for, k_max = candidate_plans(net, layers, chains)
+
+    def count_for(k):
+        plan = plan_for(k)
+        return plan.nonzero(fixed, layers), plan
+
+    _, plan = _closest(count_for, 0, k_max, keep_ratio * params_original)
+    plan.commit()
+    return count_nonzero(net) / params_original
+
+
+def _threshold_plans(net, layers, chains):
+    """WT candidates: keep the k largest-magnitude weights, then drop units left without outputs."""
     magnitudes = torch.cat([(l.weight.abs() * current_mask(l, "weight")).flatten() for l in layers])
     order = torch.argsort(magnitudes, descending=True, stable=True)
     sizes = [l.weight.numel() for l in layers]
@@ -132,38 +137,21 @@ def prune_weights(net, keep_ratio, params_original):
         for layer, mask in zip(layers, torch.split(keep, sizes)):
             plan.restrict(layer, "weight", mask.view_as(layer.weight))
         _remove_dead_units(plan, chains)
-        return plan.nonzero(fixed, layers), plan
+        return plan
 
-    num_alive = int((magnitudes != 0).sum())
-    _, plan = _closest(plan_for, 0, num_alive, target)
-    plan.commit()
-    return count_nonzero(net) / params_original
+    return plan_for, int((magnitudes != 0).sum())
 
 
-@torch.no_grad()
-def prune_filters(net, keep_ratio, params_original):
-    """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
-    filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
-    all its outputs, and weights reading time inputs are never touched. Removing a unit zeroes
-    its row, its bias and the input columns that read it in the next layer. Returns the achieved
-    keep ratio (the closest a uniform fraction can get).
-    """
-    _check_ratio(keep_ratio)
-    refresh_pruned_tensors(net)
-    layers = prunable_layers(net)
-    chains = structured_chains(net)
-    fixed = _fixed_nonzero(net, layers)
-    target = keep_ratio * params_original
-    scored = []  # (producer, consumer, offset, units ordered from weakest to strongest, alive)
-    for chain in chains:
-        for (producer, _), (consumer, offset) in zip(chain[:-1], chain[1:]):
-            weight = producer.weight * current_mask(producer, "weight")
-            alive = _unit_view(current_mask(producer, "weight")).any(dim=1)
-            score = _unit_view(weight.abs()).sum(dim=1)
-            score[~alive] = -1.0
-            scored.append((producer, consumer, offset, torch.argsort(score, stable=True), int(alive.sum())))
-    # Units are given back one at a time in order of the fraction they represent in their layer,
-    # so after any number of steps every layer keeps the same fraction up to one unit.
+def _unit_plans(net, layers, chains):
+    """FT candidates: after k steps every layer keeps the same fraction of its strongest units
+    (up to one unit), units given back one at a time in order of the fraction they represent."""
+    scored = []  # (producer, consumer, offset, units from weakest to strongest, number alive)
+    for producer, consumer, offset in _chain_pairs(chains):
+        mask = current_mask(producer, "weight")
+        alive = _unit_view(mask).any(dim=1)
+        score = _unit_view((producer.weight * mask).abs()).sum(dim=1)
+        score[~alive] = -1.0
+        scored.append((producer, consumer, offset, torch.argsort(score, stable=True), int(alive.sum())))
     events = sorted((i / len(order), j) for j, (_, _, _, order, _) in enumerate(scored)
                     for i in range(1, len(order) + 1))
 
@@ -174,17 +162,29 @@ def prune_filters(net, keep_ratio, params_original):
         plan = _MaskPlan(net)
         for (producer, consumer, offset, order, alive), keep in zip(scored, kept):
             keep = min(alive, max(1, keep))  # every layer keeps at least one unit
-            dead = order[: len(order) - keep]
-            weight, bias = _row_masks(producer, dead)
-            plan.restrict(producer, "weight", weight)
-            if bias is not None:
-                plan.restrict(producer, "bias", bias)
-            plan.restrict(consumer, "weight", _column_mask(consumer, offset, dead))
-        return plan.nonzero(fixed, layers), plan
+            plan.remove_units(producer, order[: len(order) - keep], consumer, offset)
+        return plan
 
-    _, plan = _closest(plan_for, 0, len(events), target)
-    plan.commit()
-    return count_nonzero(net) / params_original
+    return plan_for, len(events)
+
+
+def prune_weights(net, keep_ratio, params_original):
+    """WT: keep the largest-magnitude weights of all prunable layers under one global threshold.
+
+    Biases are not scored; a unit whose outgoing weights are all pruned loses its row and bias
+    too, since it no longer affects the output. Returns the achieved keep ratio.
+    """
+    return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans)
+
+
+def prune_filters(net, keep_ratio, params_original):
+    """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
+    filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
+    all its outputs, and weights reading time inputs are never touched. Removing a unit zeroes
+    its row, its bias and the input columns that read it in the next layer. Returns the achieved
+    keep ratio (the closest a uniform fraction can get).
+    """
+    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans)
 
 
 METHODS = {"ThresNet": prune_weights, "FilterThresNet": prune_filters}
