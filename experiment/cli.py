@@ -76,6 +76,19 @@ def check_resume(out_dir, cfg):
             raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
 
 
+def _lock_folder(out_dir):
+    """An exclusive lock on ``out_dir/.lock`` held until the process ends (None if taken)."""
+    import fcntl
+
+    handle = open(os.path.join(out_dir, ".lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -84,6 +97,17 @@ def main(argv=None):
     except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    os.makedirs(out_dir, exist_ok=True)
+    lock = _lock_folder(out_dir)
+    if lock is None:
+        print(f"error: another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR",
+              file=sys.stderr)
+        return 2
+    with lock:
+        return _run_all(cfg, out_dir, runs)
+
+
+def _run_all(cfg, out_dir, runs):
     from .checkpoints import save_text
 
     save_text(yaml.safe_dump(cfg, sort_keys=False), os.path.join(out_dir, "config.yaml"))

@@ -774,3 +774,17 @@ def test_train_mode_only_trains_reference_nets(tiny):
     # independently initialised nets
     a, b = load_ckpt(out, "net0_ReferenceNet"), load_ckpt(out, "net1_ReferenceNet")
     assert any(not torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tiny, capsys):
+    import fcntl
+
+    tiny.cfg["training"]["numEpochs"] = 1
+    os.makedirs(tiny.path("out"))
+    with open(tiny.path("out", ".lock"), "w") as held:  # another process holding the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert tiny.run() == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "another run is writing" in lines[0]
+    assert not os.path.exists(tiny.path("out", "results.csv"))
+    assert tiny.run() == 0
