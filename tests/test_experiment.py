@@ -788,3 +788,21 @@ def test_a_second_run_on_the_same_folder_is_refused(tiny, capsys):
         assert len(lines) == 1 and "another run is writing" in lines[0]
     assert not os.path.exists(tiny.path("out", "results.csv"))
     assert tiny.run() == 0
+
+
+def test_customizations_run_one_experiment_each(tiny):
+    tiny.cfg["training"]["numEpochs"] = 1
+    tiny.cfg["experiments"]["methods"] = ["WT"]
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    tiny.cfg["customizations"] = [{"key": ["network", "name"], "value": "cnf_l2_h8_tanh_high_tol"},
+                                  {"key": ["training", "optimizerKwargs", "lr"], "value": 0.001}]
+    assert tiny.run() == 0
+    subdirs = sorted(d for d in os.listdir(tiny.path("out")) if os.path.isdir(tiny.path("out", d)))
+    assert len(subdirs) == 2
+    by_label = {d: read_rows(tiny.path("out", d))[1] for d in subdirs}
+    small = [rows for label, rows in by_label.items() if "cnf_l2_h8" in label][0]
+    assert {r["network"] for r in small} == {"cnf_l2_h8_tanh_high_tol"}
+    assert int(small[0]["params_original"]) == 2 * 8 + 8 + 8 * 2 + 2
+    lr_label = [label for label in by_label if "lr" in label][0]
+    with open(tiny.path("out", lr_label, "config.yaml")) as handle:
+        assert yaml.safe_load(handle)["training"]["optimizerKwargs"]["lr"] == 0.001
