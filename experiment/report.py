@@ -22,12 +22,14 @@ Conventions:
 """
 
 import csv
+import io
 import math
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from .checkpoints import save_text
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -173,22 +175,12 @@ def write_results_csv(rows, path):
         _check_columns(row)
     rows.sort(key=_sort_key)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(RESULT_COLUMNS)
-            for row in rows:
-                writer.writerow([_encode_value(c, row[c]) for c in RESULT_COLUMNS])
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(RESULT_COLUMNS)
+    for row in rows:
+        writer.writerow([_encode_value(c, row[c]) for c in RESULT_COLUMNS])
+    save_text(buffer.getvalue(), path)
 
 
 def read_results_csv(path):
@@ -590,20 +582,6 @@ def _write_plots(summary, plot_dir, loss_label):
     return paths
 
 
-def _write_text_atomic(path, text):
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".report.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
 def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None):
     """Write ``out_dir/report.md`` and ``out_dir/plots/*.png``.
 
@@ -620,8 +598,6 @@ def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=Non
         _check_columns(row, allow_extra=True)
     os.makedirs(out_dir, exist_ok=True)
     report_path = os.path.join(out_dir, "report.md")
-    _write_text_atomic(
-        report_path, render_markdown(rows, title, loss_label, decimals) + "\n"
-    )
+    save_text(render_markdown(rows, title, loss_label, decimals) + "\n", report_path)
     plot_paths = _write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label)
     return [report_path] + plot_paths
