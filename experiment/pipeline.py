@@ -7,6 +7,7 @@ keep ratios in order: prune (in ``cascade`` mode from the previous ratio's retra
 Every finished step leaves ``checkpoints/<step>.pt`` and ``steps/<step>.json`` (its result row);
 a rerun skips finished steps, and an unfinished training resumes from its last epoch.
 """
+import json
 import math
 import os
 import time
@@ -197,7 +198,6 @@ class Experiment:
 
 def _jsonl_writer(path):
     """Rewrite ``path`` atomically with one JSON line per epoch record."""
-    import json
 
     def write(history):
         save_text("".join(json.dumps(record) + "\n" for record in history), path)

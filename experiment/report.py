@@ -499,45 +499,25 @@ def _finite_series(entries, key):
     ]
 
 
-def _plot_loss(plt, dataset_summary, methods, path, loss_label):
-    """Loss vs. prune ratio: mean line, ±std band, reference dashed line."""
+def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, std_key=None):
+    """``key`` vs. prune ratio per method (with a ±``std_key`` band), reference dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     try:
         for method in methods:
             entries = [s for s in dataset_summary if s["method"] == method]
-            series = _finite_series(entries, "test_loss_mean")
+            series = _finite_series(entries, key)
             if not series:
                 continue
             x = np.array([p for p, _, _ in series])
-            mean = np.array([m for _, m, _ in series])
-            std = np.array([e["test_loss_std"] for _, _, e in series])
-            std = np.where(np.isfinite(std), std, 0.0)
-            (line,) = ax.plot(x, mean, marker="o", label=method)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        _reference_line(ax, dataset_summary, "test_loss_mean")
+            y = np.array([v for _, v, _ in series])
+            (line,) = ax.plot(x, y, marker="o", label=method)
+            if std_key is not None:
+                std = np.array([e[std_key] for _, _, e in series])
+                std = np.where(np.isfinite(std), std, 0.0)
+                ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
+        _reference_line(ax, dataset_summary, key)
         ax.set_xlabel("Prune ratio (%)")
-        ax.set_ylabel(loss_label)
-        ax.set_title(str(dataset_summary[0]["dataset"]))
-        _finish_axes(ax)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
-
-
-def _plot_nfe(plt, dataset_summary, methods, path):
-    """Mean forward NFE vs. prune ratio per method."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        for method in methods:
-            entries = [s for s in dataset_summary if s["method"] == method]
-            series = _finite_series(entries, "nfe_forward_mean")
-            if series:
-                ax.plot([p for p, _, _ in series], [v for _, v, _ in series],
-                        marker="o", label=method)
-        _reference_line(ax, dataset_summary, "nfe_forward_mean")
-        ax.set_xlabel("Prune ratio (%)")
-        ax.set_ylabel("NFE-F")
+        ax.set_ylabel(ylabel)
         ax.set_title(str(dataset_summary[0]["dataset"]))
         _finish_axes(ax)
         fig.tight_layout()
@@ -576,8 +556,9 @@ def _write_plots(summary, plot_dir, loss_label):
         methods = [m for m in methods if m != REFERENCE_METHOD]
         loss_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_loss.png")
         nfe_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_nfe.png")
-        _plot_loss(plt, dataset_summary, methods, loss_path, loss_label)
-        _plot_nfe(plt, dataset_summary, methods, nfe_path)
+        _plot_against_prune_ratio(plt, dataset_summary, methods, loss_path, "test_loss_mean", loss_label,
+                                  std_key="test_loss_std")
+        _plot_against_prune_ratio(plt, dataset_summary, methods, nfe_path, "nfe_forward_mean", "NFE-F")
         paths += [loss_path, nfe_path]
     return paths
 
