@@ -1,4 +1,6 @@
 """One CNF block: integrate the augmented dynamics forward (density) or backward (sampling)."""
+import contextlib
+
 import torch
 from torch import nn
 
@@ -70,6 +72,20 @@ def nfe_counts(model):
         "forward": sum(b.nfe_forward for b in blocks),
         "backward": sum(b.nfe_backward for b in blocks),
     }
+
+
+@contextlib.contextmanager
+def without_divergence(model):
+    """Integrate only the state in every CNF block (sampling needs no log-density, nor probes)."""
+    blocks = cnf_blocks(model)
+    saved = [b.odefunc.divergence for b in blocks]
+    for block in blocks:
+        block.odefunc.divergence = "none"
+    try:
+        yield model
+    finally:
+        for block, divergence in zip(blocks, saved):
+            block.odefunc.divergence = divergence
 
 
 def set_solver(model, **changes):

@@ -4,6 +4,8 @@ import math
 import torch
 from torch import nn
 
+from .cnf import without_divergence
+
 
 def standard_normal_logprob(z):
     """log N(z; 0, I) per sample, summed over all non-batch dimensions."""
@@ -38,13 +40,15 @@ class FlowNetwork(nn.Module):
 
     @torch.no_grad()
     def sample(self, num_samples, generator=None, z=None):
-        """Draw z ~ N(0, I) and run the chain in reverse."""
+        """Draw z ~ N(0, I) and run the chain in reverse (no divergence, so no random probes)."""
+
         if z is None:
             param = next(self.parameters())
             z = torch.randn((num_samples, *self.data_shape), generator=generator,
                             dtype=param.dtype, device=param.device if generator is None else "cpu")
             z = z.to(param.device)
         delta_logp = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for layer in reversed(self.chain):
-            z, delta_logp = layer(z, delta_logp, reverse=True)
+        with without_divergence(self):
+            for layer in reversed(self.chain):
+                z, delta_logp = layer(z, delta_logp, reverse=True)
         return z

@@ -1,2 +1,2 @@
-"""Built-in networks: toy CNFs (ffjord_*, cnf_*) and neural-ODE classifiers (node_*)."""
-from . import toy  # noqa: F401  (registers the families)
+"""Built-in networks: toy CNFs (ffjord_*, cnf_*), neural-ODE classifiers (node_*), tabular flows."""
+from . import tabular, toy  # noqa: F401  (registers the families)
