@@ -6,7 +6,7 @@ import tempfile
 import torch
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
     try:
@@ -21,7 +21,7 @@ def _atomic_write(path, write):
 
 def save_checkpoint(obj, path):
     """Write tensors, numbers, strings, lists and dicts so that a crash never leaves half a file."""
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -29,7 +29,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def save_json(obj, path):
-    _atomic_write(path, lambda handle: handle.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+    atomic_write(path, lambda handle: handle.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
 
 
 def load_json(path):
@@ -38,4 +38,4 @@ def load_json(path):
 
 
 def save_text(text, path):
-    _atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -111,3 +111,11 @@ def clean_modules():
     yield names
     for name in names:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def cascade_run(tmp_path_factory, tiny_experiment_class, torch_single_thread):
+    """The tiny config run once per test module (WT and FT at keep 0.6 and 0.3); read-only."""
+    exp = tiny_experiment_class(tmp_path_factory.mktemp("cascade"))
+    rc = exp.run()
+    return exp, exp.path("out"), rc

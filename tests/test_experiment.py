@@ -188,15 +188,10 @@ def write_plugin(root, clean_modules, flow_class="TinyPluginFlow"):
 
 
 # ------------------------------------------------------------------------------------------------
-# one shared cascade run (tests 1, 2, 5, 6 read it; nobody writes to it)
+# one shared cascade run, the conftest fixture cascade_run (tests 1, 2, 5, 6 read it)
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cascade_run(tmp_path_factory, tiny_experiment_class, torch_single_thread):
-    exp = tiny_experiment_class(tmp_path_factory.mktemp("cascade"))
-    rc = exp.run()
-    return exp, exp.path("out"), rc
 
 
 # 1 ------------------------------------------------------------------------------------------------
