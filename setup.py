@@ -17,6 +17,8 @@ setup(
         "pyyaml",
         "tqdm",
         "matplotlib",
+        "pandas",
+        "h5py",
     ],
     extras_require={"test": ["pytest", "pytest-benchmark"]},
     entry_points={"console_scripts": ["torchprune-flows=experiment.cli:main"]},

@@ -1,0 +1,284 @@
+"""Download datasets into the training-data folder.
+
+    python -m torchprune_flows.data.download maf --root DIR [--url URL] [--md5 MD5] [--keep-archive]
+
+``maf`` fetches the MAF archive ``data.tar.gz`` (Zenodo record 1161203) into ``DIR``, checks its
+MD5 (``--md5``, or the checksum Zenodo lists in the record's metadata), and unpacks the files of
+the tabular datasets POWER, GAS, HEPMASS, MINIBOONE and BSDS300 into ``DIR`` in the layout
+:mod:`torchprune_flows.data.tabular` reads. Every file is written to a temporary file in its
+folder and moved into place only when complete, so an interrupted or failed run leaves nothing
+half-written behind.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+
+from .tabular import ARCHIVE_NAME, TABULAR_DATASETS
+
+MAF_RECORD = "1161203"
+MAF_URL = f"https://zenodo.org/records/{MAF_RECORD}/files/{ARCHIVE_NAME}"
+MAF_METADATA_URL = f"https://zenodo.org/api/records/{MAF_RECORD}"
+USER_AGENT = "torchprune-flows"
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download, its metadata or its checksum failed; nothing partial was kept."""
+
+
+def maf_files():
+    """Relative paths of every tabular dataset's files inside the unpacked MAF archive."""
+    return [relative for cls in TABULAR_DATASETS for relative in cls.files]
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic extraction (shared with torchprune_flows.data.tabular)
+# --------------------------------------------------------------------------------------------
+def _member_matches(name, relative):
+    """``name`` is ``relative`` or ends with ``/relative`` (e.g. the archive's ``data/`` prefix)."""
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.lstrip("/")
+    return name == relative or name.endswith("/" + relative)
+
+
+def _make_folders(folder, created):
+    """``os.makedirs(folder)``, recording (outermost first) the folders that did not exist."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for path in reversed(missing):
+        os.makedirs(path, exist_ok=True)
+        created.append(path)
+
+
+def _copy_to_temp(source, destination):
+    """Copy the file object ``source`` into a new temporary file next to ``destination``."""
+    folder, base = os.path.split(destination)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
+    except BaseException:
+        _remove(temp)
+        raise
+    return temp
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def extract_members(archive, root, relatives, what="MAF"):
+    """Extract the archive members matching ``relatives`` to ``root/<relative>``; their paths.
+
+    A member matches when its name is the relative path (``miniboone/data.npy``) with or without
+    leading folders (the MAF archive has ``data/miniboone/data.npy``). The archive is read in
+    one pass; each member goes to a temporary file in its destination folder and all are moved
+    into place with :func:`os.replace` only once every one was found. On any failure (missing
+    member, unreadable archive, interruption) the temporary files and the folders this call
+    created are removed again.
+    """
+    root = os.path.abspath(root)
+    wanted = list(dict.fromkeys(relatives))
+    destinations = {relative: os.path.join(root, *relative.split("/")) for relative in wanted}
+    temps, created, done = {}, [], False
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    if len(temps) == len(wanted):
+                        break
+                    if not member.isfile():
+                        continue
+                    relative = next((r for r in wanted if r not in temps and _member_matches(member.name, r)),
+                                    None)
+                    if relative is None:
+                        continue
+                    _make_folders(os.path.dirname(destinations[relative]), created)
+                    with tar.extractfile(member) as source:
+                        temps[relative] = _copy_to_temp(source, destinations[relative])
+        except (tarfile.TarError, EOFError, zlib.error) as err:
+            raise OSError(f"cannot read the archive {archive}: {err}") from err
+        missing = [relative for relative in wanted if relative not in temps]
+        if missing:
+            raise FileNotFoundError(
+                f"{what} data not found: the archive {archive} has no member {' or '.join(missing)}; "
+                f"download it again with 'python -m torchprune_flows.data.download maf --root {root}'")
+        for relative in wanted:
+            os.replace(temps.pop(relative), destinations[relative])
+        done = True
+    finally:
+        if not done:
+            for temp in temps.values():
+                _remove(temp)
+            for folder in reversed(created):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
+    return [destinations[relative] for relative in wanted]
+
+
+# --------------------------------------------------------------------------------------------
+# Downloading
+# --------------------------------------------------------------------------------------------
+def _open(url, timeout):
+    return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": USER_AGENT}),
+                                  timeout=timeout)
+
+
+def fetch_md5(metadata_url=MAF_METADATA_URL, key=ARCHIVE_NAME, timeout=60):
+    """The MD5 (hex) a Zenodo record's metadata lists for the file ``key``."""
+    try:
+        with _open(metadata_url, timeout) as response:
+            metadata = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise DownloadError(f"cannot read the checksum from {metadata_url}: {err}; pass --md5 to skip it") from err
+    files = metadata.get("files") if isinstance(metadata, dict) else None
+    if isinstance(files, dict):  # InvenioRDM style: {"entries": {...} or [...]}
+        files = files.get("entries", {})
+        files = list(files.values()) if isinstance(files, dict) else files
+    for entry in files or []:
+        if isinstance(entry, dict) and entry.get("key") == key:
+            algorithm, _, digest = str(entry.get("checksum", "")).partition(":")
+            if algorithm.lower() == "md5" and _is_md5(digest):
+                return digest.lower()
+    raise DownloadError(f"{metadata_url} lists no md5 checksum for {key}; pass --md5 to skip it")
+
+
+def _is_md5(text):
+    return len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url, destination, md5, progress=True, timeout=60):
+    """Download ``url`` to ``destination`` (temp file, MD5 check, then ``os.replace``)."""
+    from tqdm import tqdm
+
+    folder, base = os.path.split(os.path.abspath(destination))
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".part")
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(handle, "wb") as out:
+            with _open(url, timeout) as response:
+                size = response.headers.get("Content-Length")
+                with tqdm(total=int(size) if size and size.isdigit() else None, unit="B", unit_scale=True,
+                          unit_divisor=1024, desc=base, disable=not progress, file=sys.stderr) as bar:
+                    for chunk in iter(lambda: response.read(CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        if digest.hexdigest() != md5.lower():
+            raise DownloadError(f"md5 mismatch for {url}: expected {md5.lower()}, got {digest.hexdigest()}; "
+                                "the download was deleted")
+        os.replace(temp, destination)
+    except (urllib.error.URLError, OSError) as err:
+        _remove(temp)
+        raise DownloadError(f"download of {url} failed: {err}; nothing was kept") from err
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def download_maf(root, url=MAF_URL, md5=None, metadata_url=MAF_METADATA_URL, keep_archive=False,
+                 progress=True, timeout=60):
+    """Download and verify the MAF archive into ``root``, unpack the tabular datasets' files.
+
+    ``md5`` defaults to the checksum in the Zenodo metadata at ``metadata_url``. An archive
+    already at ``root/data.tar.gz`` with the right MD5 is reused. The archive is deleted after
+    extraction unless ``keep_archive``. Returns the extracted files' paths. Raises
+    :class:`DownloadError` (nothing kept; a ``root`` folder this call created is removed) or
+    ``OSError`` when extraction fails (the verified archive is kept).
+    """
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if md5 is None:
+        md5 = fetch_md5(metadata_url, timeout=timeout)
+    if not _is_md5(md5):
+        raise DownloadError(f"'{md5}' is not an md5 checksum (32 hex digits)")
+    created = []
+    _make_folders(root, created)
+    archive = os.path.join(root, ARCHIVE_NAME)
+    try:
+        if not (os.path.isfile(archive) and file_md5(archive) == md5.lower()):
+            download_file(url, archive, md5, progress=progress, timeout=timeout)
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        raise
+    paths = extract_members(archive, root, maf_files(), what="MAF")
+    if not keep_archive:
+        os.remove(archive)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def _run_maf(args):
+    paths = download_maf(args.root, url=args.url, md5=args.md5, metadata_url=args.metadata_url,
+                         keep_archive=args.keep_archive)
+    print(f"extracted {len(paths)} files of POWER, GAS, HEPMASS, MINIBOONE and BSDS300 into "
+          f"{os.path.abspath(args.root)}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m torchprune_flows.data.download",
+                                     description="Download datasets into the training-data folder.")
+    commands = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    maf = commands.add_parser(
+        "maf", help="the MAF tabular datasets (Zenodo record 1161203)",
+        description="Download the MAF archive, verify its MD5 and unpack POWER, GAS, HEPMASS, "
+                    "MINIBOONE and BSDS300.")
+    maf.add_argument("--root", default="./data/training",
+                     help="training-data folder (directories.training_data); default: %(default)s")
+    maf.add_argument("--url", default=MAF_URL, help="archive URL; default: %(default)s")
+    maf.add_argument("--md5", default=None, help="expected MD5; default: the one in the Zenodo metadata")
+    maf.add_argument("--metadata-url", default=MAF_METADATA_URL, help="Zenodo metadata URL; default: %(default)s")
+    maf.add_argument("--keep-archive", action="store_true", help="keep data.tar.gz after unpacking")
+    maf.set_defaults(run=_run_maf)
+    return parser
+
+
+def main(argv=None):
+    """The command line; returns the exit code (errors: one ``error: ...`` line, code 1)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (DownloadError, OSError, ValueError) as err:
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing partial was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
