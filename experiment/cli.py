@@ -62,6 +62,10 @@ def prepare(args):
             experiment.build_network()
         except (TypeError, ValueError) as err:
             raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
+        try:  # load the data now: missing files are reported before anything is written
+            experiment.splits
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from err
         runs.append(experiment)
     return cfg, out_dir, runs
 
@@ -114,10 +118,6 @@ def _run_all(cfg, out_dir, runs):
     for experiment in runs:
         if experiment.out_dir != out_dir:
             save_text(yaml.safe_dump(experiment.cfg, sort_keys=False), os.path.join(experiment.out_dir, "config.yaml"))
-        try:
-            experiment.run()
-        except FileNotFoundError as err:  # missing data files
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        experiment.run()
     print(f"results in {out_dir}: results.csv, report.md, plots/", file=sys.stderr)
     return 0
