@@ -321,8 +321,8 @@ def _loss_decimals(mean):
     return 3 if abs(mean) < 1 else 2
 
 
-def format_mean_std(mean, std, decimals=None):
-    """Format ``"mean ± std"``; ``"N/A"`` if the mean is not finite.
+def format_mean_std(mean, std, decimals=None, count=None):
+    """Format ``"mean ± std"`` (just the mean when ``count`` is 1); ``"N/A"`` if the mean is not finite.
 
     ``decimals=None`` picks 3 decimals for ``|mean| < 1`` and 2 otherwise.
     """
@@ -330,6 +330,8 @@ def format_mean_std(mean, std, decimals=None):
         return "N/A"
     if decimals is None:
         decimals = _loss_decimals(mean)
+    if count == 1:
+        return f"{mean:.{decimals}f}"
     std = std if _is_finite(std) else 0.0
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
@@ -413,7 +415,8 @@ def _loss_table(lookup, ratios, methods, decimals):
                 cells.append("–")
             else:
                 cells.append(
-                    format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], decimals)
+                    format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], decimals,
+                                    entry["n_converged"])
                 )
         body.append(cells)
     return _markdown_table(header, body)

@@ -168,6 +168,8 @@ def test_format_mean_std():
     assert format_mean_std(-3.3712, 0.0) == "-3.37 ± 0.00"
     assert format_mean_std(0.81234, 0.0041) == "0.812 ± 0.004"
     assert format_mean_std(float("nan"), float("nan")) == "N/A"
+    assert format_mean_std(-3.3712, 0.0, count=1) == "-3.37"
+    assert format_mean_std(-3.3712, 0.5, count=2) == "-3.37 ± 0.50"
 
 
 # ---------------------------------------------------------------- report
@@ -195,7 +197,7 @@ def test_report_markdown(rows, tmp_path):
 
     row_90 = next(l for l in table if l.startswith("| 90 |"))
     wt_mean, _ = _expected_loss_stats(rows, "ThresNet", KEEP_RATIOS[2])
-    assert f"{wt_mean:.2f} ± 0.00" in row_90  # one converged net -> std 0
+    assert f"| {wt_mean:.2f} |" in row_90  # one converged net: the mean alone, no "± 0.00"
     assert "N/A" in row_90  # FilterThresNet: no converged run
     assert "| 4.33K |" in row_90
 
