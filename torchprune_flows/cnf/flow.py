@@ -38,17 +38,20 @@ class FlowNetwork(nn.Module):
         out = self(x)
         return standard_normal_logprob(out["z"]) - out["delta_logp"]
 
+    def inverse(self, z):
+        """Data ``x`` for latents ``z``: the chain run in reverse."""
+        delta_logp = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        for layer in reversed(self.chain):
+            z, delta_logp = layer(z, delta_logp, reverse=True)
+        return z
+
     @torch.no_grad()
     def sample(self, num_samples, generator=None, z=None):
-        """Draw z ~ N(0, I) and run the chain in reverse (no divergence, so no random probes)."""
-
+        """Draw z ~ N(0, I) and invert the flow (no divergence, so no random probes)."""
         if z is None:
             param = next(self.parameters())
             z = torch.randn((num_samples, *self.data_shape), generator=generator,
                             dtype=param.dtype, device=param.device if generator is None else "cpu")
             z = z.to(param.device)
-        delta_logp = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
         with without_divergence(self):
-            for layer in reversed(self.chain):
-                z, delta_logp = layer(z, delta_logp, reverse=True)
-        return z
+            return self.inverse(z)

@@ -124,14 +124,29 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
     return count_nonzero(net) / params_original
 
 
+def _time_weights(layers, chains):
+    """Per layer, a bool tensor marking the weights that read time inputs (the first
+    ``input_offset`` input columns of a chain layer): no method prunes them."""
+    offsets = {id(layer): offset for chain in chains for layer, offset in chain}
+    marks = []
+    for layer in layers:
+        mark = torch.zeros_like(layer.weight, dtype=torch.bool)
+        mark[:, :offsets.get(id(layer), 0)] = True
+        marks.append(mark.flatten())
+    return torch.cat(marks)
+
+
 def _threshold_plans(net, layers, chains):
-    """WT candidates: keep the k largest-magnitude weights, then drop units left without outputs."""
+    """WT candidates: keep the k largest-magnitude weights, then drop units left without outputs.
+    Weights reading time are kept (they are not scored), so pruning never removes time dependence."""
+    time_weights = _time_weights(layers, chains)
     magnitudes = torch.cat([(l.weight.abs() * current_mask(l, "weight")).flatten() for l in layers])
+    magnitudes[time_weights] = 0.0
     order = torch.argsort(magnitudes, descending=True, stable=True)
     sizes = [l.weight.numel() for l in layers]
 
     def plan_for(k):
-        keep = torch.zeros_like(magnitudes, dtype=torch.bool)
+        keep = time_weights.clone()
         keep[order[:k]] = True
         plan = _MaskPlan(net)
         for layer, mask in zip(layers, torch.split(keep, sizes)):
