@@ -8,6 +8,13 @@ the tabular datasets POWER, GAS, HEPMASS, MINIBOONE and BSDS300 into ``DIR`` in 
 :mod:`torchprune_flows.data.tabular` reads. Every file is written to a temporary file in its
 folder and moved into place only when complete, so an interrupted or failed run leaves nothing
 half-written behind.
+
+    python -m torchprune_flows.data.download mnist --root DIR
+    python -m torchprune_flows.data.download cifar10 --root DIR
+
+``mnist`` and ``cifar10`` run torchvision's own downloaders (which verify the files' MD5s) and
+leave ``DIR/MNIST/raw/`` and ``DIR/cifar-10-batches-py/`` in the layouts
+:mod:`torchprune_flows.data.images` reads.
 """
 import argparse
 import hashlib
@@ -238,6 +245,67 @@ def download_maf(root, url=MAF_URL, md5=None, metadata_url=MAF_METADATA_URL, kee
     return paths
 
 
+def _files_under(paths):
+    """Every file at or below ``paths`` (absolute paths)."""
+    found = set()
+    for path in paths:
+        if os.path.isfile(path):
+            found.add(path)
+        for folder, _, names in os.walk(path):
+            found.update(os.path.join(folder, name) for name in names)
+    return found
+
+
+def download_torchvision(name, root, outputs, splits=(True,)):
+    """``torchvision.datasets.<name>(root, train=..., download=True)`` for each flag in ``splits``.
+
+    torchvision checks the MD5s. On failure the files and folders that appeared at ``outputs``
+    (paths relative to ``root``) and a ``root`` created by this call are removed again, and
+    torchvision's errors (``RuntimeError``, network errors) are raised as :class:`DownloadError`.
+    Returns the absolute ``root``.
+    """
+    import torchvision.datasets
+
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    cls = getattr(torchvision.datasets, name)
+    watched = [os.path.join(root, *relative.split("/")) for relative in outputs]
+    folders = [path for relative in outputs for path in _parents(root, relative)]
+    before, existed, created = _files_under(watched), {path for path in folders if os.path.isdir(path)}, []
+    _make_folders(root, created)
+    try:
+        for train in splits:
+            cls(root, train=train, download=True)
+    except BaseException as err:
+        for path in sorted(_files_under(watched) - before):
+            _remove(path)
+        for folder in sorted(set(folders) - existed, key=len, reverse=True) + list(reversed(created)):
+            if os.path.isdir(folder):
+                try:
+                    os.rmdir(folder)  # only when empty
+                except OSError:
+                    pass
+        if isinstance(err, (RuntimeError, OSError)):
+            raise DownloadError(f"download of {name} into {root} failed: {err}; nothing new was kept") from err
+        raise
+    return root
+
+
+def _parents(root, relative):
+    """``root/a``, ``root/a/b``, ... up to ``root/relative`` itself."""
+    parts = relative.split("/")
+    return [os.path.join(root, *parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def download_mnist(root):
+    """MNIST's training and test files into ``root/MNIST/raw`` (torchvision's downloader)."""
+    return download_torchvision("MNIST", root, ["MNIST/raw"], splits=(True, False))
+
+
+def download_cifar10(root):
+    """CIFAR-10's batches into ``root/cifar-10-batches-py`` (torchvision's downloader)."""
+    return download_torchvision("CIFAR10", root, ["cifar-10-python.tar.gz", "cifar-10-batches-py"])
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -246,6 +314,14 @@ def _run_maf(args):
                          keep_archive=args.keep_archive)
     print(f"extracted {len(paths)} files of POWER, GAS, HEPMASS, MINIBOONE and BSDS300 into "
           f"{os.path.abspath(args.root)}")
+    return 0
+
+
+def _run_images(args):
+    download, folder = {"mnist": (download_mnist, os.path.join("MNIST", "raw")),
+                        "cifar10": (download_cifar10, "cifar-10-batches-py")}[args.dataset]
+    root = download(args.root)
+    print(f"{args.dataset} is in {os.path.join(root, folder)}")
     return 0
 
 
@@ -264,6 +340,12 @@ def build_parser():
     maf.add_argument("--metadata-url", default=MAF_METADATA_URL, help="Zenodo metadata URL; default: %(default)s")
     maf.add_argument("--keep-archive", action="store_true", help="keep data.tar.gz after unpacking")
     maf.set_defaults(run=_run_maf)
+    for name, what in (("mnist", "MNIST (training and test files)"), ("cifar10", "CIFAR-10 (python batches)")):
+        images = commands.add_parser(name, help=f"{what}, through torchvision's downloader",
+                                     description=f"Download {what} with torchvision, which checks the MD5s.")
+        images.add_argument("--root", default="./data/training",
+                            help="training-data folder (directories.training_data); default: %(default)s")
+        images.set_defaults(run=_run_images)
     return parser
 
 
