@@ -72,3 +72,21 @@ def test_tabular_config_holds_the_paper_settings(name, in_repo):
     exp = cfg["experiments"]
     assert (exp["mode"], sorted(exp["methods"]), exp["numNets"]) == ("cascade", ["FilterThresNet", "ThresNet"], nets)
     assert cfg["directories"]["training_data"] == "./data/training"
+
+
+@pytest.mark.parametrize("name,network,dataset,flips", [
+    ("mnist", "ffjord_multiscale_mnist", "MNIST", False), ("cifar10", "ffjord_multiscale_cifar", "CIFAR10", True)])
+def test_image_config_holds_the_paper_settings(name, network, dataset, flips, in_repo):
+    cfg = load_config(f"experiment_configs/ffjord/{name}.yaml", [])
+    training = cfg["training"]
+    assert (cfg["network"]["name"], cfg["network"]["dataset"], cfg["network"]["outputSize"]) == (network, dataset, 10)
+    assert (training["batchSize"], training["numEpochs"], training["optimizer"]) == (200, 50, "Adam")
+    assert training["optimizerKwargs"] == {"lr": 1e-3, "weight_decay": 0.0}
+    (scheduler,) = training["lrSchedulers"]
+    assert scheduler["stepKwargs"]["milestones"] == [45] and scheduler["kwargs"] == {"gamma": 0.1}
+    assert training["loss"] == "NLLBitsLoss" and training["metricsTest"][0]["type"] == "NLLBits"
+    assert training["earlyStopEpoch"] == 0
+    assert {"type": "RandomNoise", "kwargs": {"normalization": 255.0}} in training["transformsFinal"]
+    assert [t["type"] for t in training["transformsTrain"]] == (["RandomHorizontalFlip"] if flips else [])
+    assert np.allclose(keep_ratios(cfg["experiments"]), np.geomspace(0.8, 0.05, 12))
+    assert retraining_config(cfg)["startEpoch"] == 0 and cfg["experiments"]["mode"] == "cascade"
