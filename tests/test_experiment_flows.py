@@ -83,3 +83,17 @@ def test_mnist_config_on_the_real_test_images(tmp_path, in_repo):
     assert all(0.5 < float(r["test_loss"]) < 40 for r in rows)
     report = open(os.path.join(out, "report.md")).read()
     assert "bits/dim" in report
+
+
+@pytest.mark.parametrize("config,expected", [("ffjord/miniboone.yaml", "miniboone/data.npy"),
+                                             ("ffjord/power.yaml", "power/data.npy"),
+                                             ("ffjord/mnist.yaml", "MNIST/raw"),
+                                             ("ffjord/cifar10.yaml", "cifar-10-batches-py")])
+def test_missing_data_is_one_line_before_anything_is_written(tmp_path, in_repo, capsys, config, expected):
+    out = tmp_path / "out"
+    rc = _run(config, str(out), f"directories.training_data={tmp_path / 'empty'}")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error:") and "\n" not in err
+    assert expected in err and "torchprune_flows.data.download" in err
+    assert not out.exists() and not (tmp_path / "empty").exists()
