@@ -1,0 +1,193 @@
+"""``hessian RUN_DIR``: loss-surface Hessian of the unpruned and pruned nets (supplement S6).
+
+For every selected step of a finished run: the largest eigenvalue λmax (Lanczos), the trace
+(Hutchinson) and the condition number κ (largest over smallest positive Ritz value of stochastic
+Lanczos quadrature) of the Hessian of the run's training loss with respect to the parameters
+the pruning kept, on a fixed subset of the training split (its first ``--samples`` points), with
+backprop through the ODE solver and the flow's Hutchinson probes fixed by ``--seed``. Writes
+``hessian.csv`` and ``hessian.md`` (a table like S11-S12) into ``--out`` and prints the table.
+"""
+import csv
+import io
+import math
+import os
+
+import torch
+from tqdm import tqdm
+
+from torchprune_flows.analysis.hessian import hessian_summary, positive_threshold
+from torchprune_flows.cnf.cnf import set_solver
+from torchprune_flows.cnf.solver import SolverError
+from torchprune_flows.pruning import ALIASES, canonical_method
+
+from ..checkpoints import save_text
+from ..runs import REFERENCE, FinishedRun, RunError
+
+HELP = "Hessian of the training loss w.r.t. the kept parameters: λmax, trace, κ (tables S11-S12)"
+
+COLUMNS = ["model", "method", "net", "keep_ratio", "prune_ratio", "test_nll", "nll_subset", "lambda_max",
+           "trace", "trace_stderr", "condition_number", "kept_parameters", "step"]
+SHORT_NAMES = {full: short for short, full in ALIASES.items()}
+
+
+def add_arguments(parser):
+    parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
+    parser.add_argument("--nets", type=int, nargs="+", default=[0], help="base nets to analyse (default: 0)")
+    parser.add_argument("--methods", nargs="+",
+                        help="pruning methods, e.g. WT FT (default: every method with finished steps)")
+    parser.add_argument("--keep", type=float, nargs="+",
+                        help="keep ratios; the closest finished step per value (default: every finished one)")
+    parser.add_argument("--repetition", type=int, default=0, help="pruning repetition (default: 0)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the unpruned base net")
+    parser.add_argument("--samples", type=int, default=1000,
+                        help="size of the fixed training subset: the first N points of the training split")
+    parser.add_argument("--probes", type=int, default=100, help="Hutchinson probes for the trace")
+    parser.add_argument("--slq-probes", type=int, default=4, help="stochastic Lanczos quadrature probes for κ")
+    parser.add_argument("--iters", type=int, default=50,
+                        help="Lanczos steps for λmax and per SLQ probe (capped at the kept parameter count)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the flow's probes and every random vector")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of the Hessian-vector products (default float64: κ needs it)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", help="output folder (default: RUN_DIR/analysis/)")
+
+
+def _check(args):
+    for name in ("samples", "probes", "slq_probes", "iters"):
+        if getattr(args, name) < 1:
+            raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for keep in args.keep or []:
+        if not 0 < keep <= 1:
+            raise RunError(f"--keep {keep} is outside (0, 1]; give the fraction of parameters kept")
+
+
+def _run_methods(run):
+    """Methods of the run's config that have finished steps, in config order (then any others)."""
+    finished = {r["method"] for r in run.steps.values() if r["method"] != REFERENCE}
+    order = []
+    for method in run.cfg.get("experiments", {}).get("methods", []):
+        name = canonical_method(method)
+        if name in finished and name not in order:
+            order.append(name)
+    return order + sorted(finished - set(order))
+
+
+def select_steps(run, args):
+    """Step names to analyse, in table order: per net the base net, then per method by keep ratio."""
+    methods = [canonical_method(m) for m in args.methods] if args.methods else _run_methods(run)
+    steps = []
+    for net in args.nets:
+        if not args.no_reference:
+            steps.append(run.select(None, net=net))
+        for method in methods:
+            if args.keep is None:
+                run.select(method, 1.0, net, args.repetition)  # RunError when none is finished
+                found = [s for s, r in run.steps.items()
+                         if r["method"] == method and r["net"] == net and r["repetition"] == args.repetition]
+                chosen = sorted(found, key=lambda s: -run.steps[s]["keep_ratio"])
+            else:
+                chosen = [run.select(method, keep, net, args.repetition) for keep in args.keep]
+            steps.extend(s for s in dict.fromkeys(chosen) if s not in steps)
+    if not steps:
+        raise RunError(f"nothing to analyse in {run.run_dir}: no finished pruned step (and --no-reference given)")
+    return steps
+
+
+def training_subset(cfg, samples, device, dtype):
+    """The first ``samples`` points of the training split (inputs cast to ``dtype``) and targets."""
+    from ..data import build_splits
+
+    data = build_splits(cfg)["train"]
+    items = [data[i] for i in range(min(samples, len(data)))]
+    if not items:
+        raise RunError("the training split is empty")
+    x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device=device, dtype=dtype)
+    y = torch.as_tensor([item[1] for item in items]).to(device)
+    return x, y
+
+
+def analyse_step(run, step, loss_fn, x, y, args, dtype):
+    net = run.load_network(step, args.device).to(dtype)
+    set_solver(net, adjoint=False)  # the adjoint gives no second derivatives
+    row = run.steps[step]
+    keep = float(row["keep_ratio"])
+    out = dict(model=run.cfg["network"]["name"], method=row["method"], net=row["net"], keep_ratio=keep,
+               prune_ratio=1.0 - keep, test_nll=row.get("test_loss", math.nan), step=step)
+    try:
+        summary = hessian_summary(net, lambda: loss_fn(net(x), y), probes=args.probes, iters=args.iters,
+                                  seed=args.seed, slq_probes=args.slq_probes)
+    except SolverError as err:
+        tqdm.write(f"[{step}] the ODE solve failed ({err}); its Hessian row is NaN")
+        summary = dict(loss=math.nan, lambda_max=math.nan, trace=math.nan, trace_stderr=math.nan,
+                       condition_number=math.nan, dim=math.nan)
+    out.update(nll_subset=summary["loss"], lambda_max=summary["lambda_max"], trace=summary["trace"],
+               trace_stderr=summary["trace_stderr"], condition_number=summary["condition_number"],
+               kept_parameters=summary["dim"])
+    return out
+
+
+def _sort_key(methods):
+    order = {m: i for i, m in enumerate([REFERENCE] + methods)}
+    return lambda r: (order.get(r["method"], len(order)), r["prune_ratio"], r["net"])
+
+
+def _number(value, digits=4):
+    if value is None or not math.isfinite(value):
+        return "N/A"
+    return f"{value:.{digits}g}"
+
+
+def _kappa(value):
+    if value is None or not math.isfinite(value):
+        return "N/A"
+    return f"{value / 1000:.2f}k" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def render_markdown(rows, title, note, several_nets):
+    lines = [f"# {title}", "", "| Model | Prune ratio | NLL | λmax(H) | tr(H) | κ(H) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        label = "Unpruned" if r["method"] == REFERENCE else f"Sparse {SHORT_NAMES.get(r['method'], r['method'])}"
+        model = f"{label} {r['model']}" + (f" (net {r['net']})" if several_nets else "")
+        lines.append(f"| {model} | {100 * r['prune_ratio']:.0f}% | {_number(r['test_nll'])} | "
+                     f"{_number(r['lambda_max'])} | {_number(r['trace'])} | {_kappa(r['condition_number'])} |")
+    return "\n".join(lines + ["", note, ""])
+
+
+def render_csv(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r[k] for k in COLUMNS})
+    return buffer.getvalue()
+
+
+def run(args):
+    _check(args)
+    finished = FinishedRun(args.run_dir)
+    steps = select_steps(finished, args)
+    from ..pipeline import Experiment
+
+    dtype = getattr(torch, args.dtype)
+    loss_fn = Experiment(finished.cfg, finished.run_dir, args.device).loss_fn
+    x, y = training_subset(finished.cfg, args.samples, args.device, dtype)
+    rows = [analyse_step(finished, step, loss_fn, x, y, args, dtype)
+            for step in tqdm(steps, desc="hessian", unit="net", dynamic_ncols=True)]
+    methods = [canonical_method(m) for m in args.methods] if args.methods else _run_methods(finished)
+    rows.sort(key=_sort_key(methods))
+
+    out_dir = args.out or os.path.join(args.run_dir, "analysis")
+    cfg = finished.cfg
+    title = f"Hessian analysis: {cfg['network']['name']} on {cfg['network']['dataset']}"
+    note = (f"Hessian of the training loss ({cfg['training']['loss']}) w.r.t. the kept parameters on the first "
+            f"{len(x)} training points ({args.dtype}, backprop through the solver, seed {args.seed}). "
+            f"NLL: test loss of the step. λmax: Lanczos (≤ {args.iters} steps); tr: Hutchinson "
+            f"({args.probes} Rademacher probes); κ: largest over smallest positive Ritz value "
+            f"(> {positive_threshold(dtype):g}·max) of SLQ ({args.slq_probes} × {args.iters} Lanczos steps).")
+    markdown = render_markdown(rows, title, note, len(set(r["net"] for r in rows)) > 1)
+    save_text(render_csv(rows), os.path.join(out_dir, "hessian.csv"))
+    save_text(markdown, os.path.join(out_dir, "hessian.md"))
+    print(markdown)
+    print(f"written: {os.path.join(out_dir, 'hessian.csv')}, {os.path.join(out_dir, 'hessian.md')}")
+    return 0
