@@ -14,21 +14,35 @@ from ..registry import register_dataset
 from .splits import carve_validation, resolve_split
 
 
-def gaussians_on_circle(n, rng, n_modes=6, radius=4.0, std=0.5):
-    labels = np.arange(n) % n_modes
-    angles = 2 * math.pi * labels / n_modes
+def circle_components(n_modes=6, radius=4.0, std=0.5):
+    """``(centers (K, 2), stds (K,))`` of K Gaussians evenly spaced on a circle, unnormalised."""
+    angles = 2 * math.pi * np.arange(n_modes) / n_modes
     centers = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    return centers + std * rng.standard_normal((n, 2)), labels
+    return centers, np.full(n_modes, float(std))
 
 
-def gaussians_on_spiral(n, rng, n_modes=10, modes_per_loop=4, radius=(4.0, 1.0), std=(0.3, 0.1)):
-    labels = np.arange(n) % n_modes
-    frac = labels / (n_modes - 1)
-    angles = 2 * math.pi * labels / modes_per_loop
+def spiral_components(n_modes=10, modes_per_loop=4, radius=(4.0, 1.0), std=(0.3, 0.1)):
+    """``(centers (K, 2), stds (K,))`` of K Gaussians on a spiral whose radius and std shrink
+    linearly from the first to the last mode, unnormalised."""
+    frac = np.arange(n_modes) / (n_modes - 1)
+    angles = 2 * math.pi * np.arange(n_modes) / modes_per_loop
     r = radius[0] + (radius[1] - radius[0]) * frac
-    s = std[0] + (std[1] - std[0]) * frac
-    centers = r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    return centers + s[:, None] * rng.standard_normal((n, 2)), labels
+    stds = std[0] + (std[1] - std[0]) * frac
+    return r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1), stds
+
+
+def sample_mixture(n, rng, centers, stds):
+    """``n`` points cycling through the components (label = component), Gaussian around each."""
+    labels = np.arange(n) % len(centers)
+    return centers[labels] + stds[labels, None] * rng.standard_normal((n, 2)), labels
+
+
+def gaussians_on_circle(n, rng, **shape):
+    return sample_mixture(n, rng, *circle_components(**shape))
+
+
+def gaussians_on_spiral(n, rng, **shape):
+    return sample_mixture(n, rng, *spiral_components(**shape))
 
 
 def two_spirals(n, rng, noise):
@@ -97,6 +111,11 @@ class ToyDataset(Dataset):
     def generate(self, n, rng):
         raise NotImplementedError
 
+    def _normalised_components(self, centers, stds):
+        """Mixture components in the normalised coordinates of ``self.data``."""
+        centers = (np.asarray(centers, dtype=np.float64) - self.mean) / self.std
+        return centers, np.asarray(stds, dtype=np.float64) / self.std
+
     def __len__(self):
         return len(self.data)
 
@@ -116,6 +135,10 @@ class ToyGaussians(ToyDataset):
     def generate(self, n, rng):
         return gaussians_on_circle(n, rng)
 
+    def mixture_components(self):
+        """``(centers (6, 2), stds (6,))`` of the generating mixture in normalised coordinates."""
+        return self._normalised_components(*circle_components())
+
 
 @register_dataset("ToyGaussiansSpiral")
 class ToyGaussiansSpiral(ToyDataset):
@@ -125,6 +148,10 @@ class ToyGaussiansSpiral(ToyDataset):
 
     def generate(self, n, rng):
         return gaussians_on_spiral(n, rng)
+
+    def mixture_components(self):
+        """``(centers (10, 2), stds (10,))`` of the generating mixture in normalised coordinates."""
+        return self._normalised_components(*spiral_components())
 
 
 @register_dataset("ToySpirals2")
