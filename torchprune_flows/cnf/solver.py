@@ -17,7 +17,10 @@ class SolverSpec:
     """How a CNF block is integrated.
 
     ``adjoint`` selects the adjoint method (O(1) memory) instead of backprop through the solver;
-    ``seminorm`` measures the adjoint's error on the state only (Kidger et al. 2021);
+    ``seminorm`` measures the adjoint's error on the state and its adjoint only, not on the
+    parameter gradients' integral (Kidger et al. 2021). It is the default: on the toy and
+    MINIBOONE flows it needed up to 12 % fewer backward evaluations and never more, with
+    gradients within 5e-6 (relative) of the plain adjoint's (see README, "Solver cost");
     ``step_size`` is the step of fixed-step methods (rk4, euler, ...), which always end at t = 1;
     ``max_num_steps`` turns a runaway adaptive solve into a :class:`SolverError`.
     """
@@ -27,7 +30,7 @@ class SolverSpec:
     atol: float = 1e-5
     rtol: float = 1e-5
     adjoint: bool = True
-    seminorm: bool = False
+    seminorm: bool = True
     step_size: float = 0.05
     max_num_steps: int = 10000
 
