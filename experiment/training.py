@@ -92,7 +92,10 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
     seeded through its ``generator``). Returns a summary dict (epochs, seconds, lr_start, final
     and per-epoch NFE). Raises :class:`DidNotConverge` on a non-finite loss or solver failure.
     ``checkpoint_path`` holds the run's state after every epoch and is resumed from if present;
-    ``log(history)`` receives the per-epoch records of the whole run after every epoch.
+    ``log(history)`` receives the per-epoch records of the whole run after every epoch. A record
+    holds ``epoch``, ``lr``, ``train_loss``, ``nfe_forward`` / ``nfe_backward`` (means per training
+    batch), ``batches`` and ``seconds`` (wall time of the epoch's training batches, validation
+    excluded), and ``val_loss`` / ``val_metric`` once validation starts.
     """
     num_epochs = tcfg["numEpochs"]
     iters = len(loaders["train"])
@@ -114,6 +117,7 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
         started = time.time()
         record = _train_epoch(net, loaders["train"], optimizer, schedulers, loss_fn, device,
                               seed * 100003 + epoch, bar)
+        record["seconds"] = time.time() - started  # the epoch's training batches, without validation
         record["epoch"] = epoch
         if epoch >= early_stop and loaders.get("val") is not None:
             val = evaluate(net, loaders["val"], loss_fn, metrics, device, seed)
@@ -164,4 +168,5 @@ def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed
         bar.set_postfix(loss=f"{loss.item():.3f}", nfe_f=nfe["forward"], nfe_b=nfe["backward"], refresh=False)
     record = {k: v / max(batches, 1) for k, v in totals.items()}
     record["lr"] = lr
+    record["batches"] = batches
     return record
