@@ -12,7 +12,7 @@ from torchprune_flows.registry import UnknownNameError
 
 from .runs import RunError
 
-SUBCOMMANDS = ("hessian", "figure", "modes", "sweep")
+SUBCOMMANDS = ("hessian", "figure", "modes", "sweep", "cost")
 
 
 def build_parser():

@@ -221,7 +221,7 @@ def _ratio_key(keep_ratio):
     return round(float(keep_ratio), _RATIO_DECIMALS)
 
 
-def _is_finite(value):
+def is_finite(value):
     """True for a real, finite number (``None`` and bools excluded)."""
     if value is None or isinstance(value, bool):
         return False
@@ -231,14 +231,14 @@ def _is_finite(value):
         return False
 
 
-def _is_converged(row):
+def is_converged(row):
     """A row converged if flagged so and its test loss is finite."""
-    return bool(row["converged"]) and _is_finite(row["test_loss"])
+    return bool(row["converged"]) and is_finite(row["test_loss"])
 
 
-def _finite_mean(values):
+def finite_mean(values):
     """Mean of the finite values, NaN if there are none."""
-    finite = [float(v) for v in values if _is_finite(v)]
+    finite = [float(v) for v in values if is_finite(v)]
     return float(np.mean(finite)) if finite else float("nan")
 
 
@@ -254,7 +254,7 @@ def _group_rows(rows):
 def _summarize_group(key, group):
     """Summary dict for the rows of one (dataset, method, keep ratio)."""
     dataset, method, keep = key
-    converged = [r for r in group if _is_converged(r)]
+    converged = [r for r in group if is_converged(r)]
     losses = [float(r["test_loss"]) for r in converged]
     if losses:
         loss_mean, loss_std = float(np.mean(losses)), float(np.std(losses))
@@ -270,9 +270,9 @@ def _summarize_group(key, group):
         "test_loss_std": loss_std,
         "n_converged": len(losses),
         "n_total": len(group),
-        "params_mean": _finite_mean(r["params"] for r in group),
-        "nfe_forward_mean": _finite_mean(r["nfe_forward"] for r in converged),
-        "nfe_backward_mean": _finite_mean(r["nfe_backward"] for r in converged),
+        "params_mean": finite_mean(r["params"] for r in group),
+        "nfe_forward_mean": finite_mean(r["nfe_forward"] for r in converged),
+        "nfe_backward_mean": finite_mean(r["nfe_backward"] for r in converged),
     }
 
 
@@ -303,7 +303,7 @@ def format_param_count(count):
     ``642 -> "642"``, ``43325 -> "43.3K"``, ``820613 -> "821K"``,
     ``6698666 -> "6.70M"``.  Non-finite input gives ``"N/A"``.
     """
-    if not _is_finite(count):
+    if not is_finite(count):
         return "N/A"
     count = float(count)
     if abs(round(count)) < 1000:
@@ -326,17 +326,17 @@ def format_mean_std(mean, std, decimals=None, count=None):
 
     ``decimals=None`` picks 3 decimals for ``|mean| < 1`` and 2 otherwise.
     """
-    if not _is_finite(mean):
+    if not is_finite(mean):
         return "N/A"
     if decimals is None:
         decimals = _loss_decimals(mean)
     if count == 1:
         return f"{mean:.{decimals}f}"
-    std = std if _is_finite(std) else 0.0
+    std = std if is_finite(std) else 0.0
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def _format_percent(prune_ratio):
+def format_percent(prune_ratio):
     """Prune ratio as a percentage without trailing zeros (0.125 -> '12.5')."""
     text = f"{100.0 * prune_ratio:.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -344,11 +344,11 @@ def _format_percent(prune_ratio):
 
 def _format_nfe(forward, backward):
     """``"F / B"`` mean number of function evaluations (``"N/A"`` if none)."""
-    if not (_is_finite(forward) or _is_finite(backward)):
+    if not (is_finite(forward) or is_finite(backward)):
         return "N/A"
 
     def one(value):
-        return f"{value:.1f}" if _is_finite(value) else "N/A"
+        return f"{value:.1f}" if is_finite(value) else "N/A"
 
     return f"{one(forward)} / {one(backward)}"
 
@@ -395,7 +395,7 @@ def _row_params(lookup, ratio, methods):
     return float("nan")
 
 
-def _markdown_table(header, body):
+def markdown_table(header, body):
     """Render a markdown table from a header list and rows of strings."""
     lines = ["| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|")
@@ -408,7 +408,7 @@ def _loss_table(lookup, ratios, methods, decimals):
     header = ["Prune ratio (%)", "Number of parameters"] + list(methods)
     body = []
     for ratio in ratios:
-        cells = [_format_percent(ratio), format_param_count(_row_params(lookup, ratio, methods))]
+        cells = [format_percent(ratio), format_param_count(_row_params(lookup, ratio, methods))]
         for method in methods:
             entry = lookup.get((ratio, method))
             if entry is None:
@@ -419,7 +419,7 @@ def _loss_table(lookup, ratios, methods, decimals):
                                     entry["n_converged"])
                 )
         body.append(cells)
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 def _nfe_table(lookup, ratios, methods):
@@ -427,7 +427,7 @@ def _nfe_table(lookup, ratios, methods):
     header = ["Prune ratio (%)"] + [f"{m} (NFE-F / NFE-B)" for m in methods]
     body = []
     for ratio in ratios:
-        cells = [_format_percent(ratio)]
+        cells = [format_percent(ratio)]
         for method in methods:
             entry = lookup.get((ratio, method))
             cells.append(
@@ -435,7 +435,7 @@ def _nfe_table(lookup, ratios, methods):
                 else _format_nfe(entry["nfe_forward_mean"], entry["nfe_backward_mean"])
             )
         body.append(cells)
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 def _convergence_note(dataset_summary):
@@ -447,7 +447,7 @@ def _convergence_note(dataset_summary):
     if not failed:
         return note + "."
     details = ", ".join(
-        f"{s['method']} at {_format_percent(s['prune_ratio'])} %: "
+        f"{s['method']} at {format_percent(s['prune_ratio'])} %: "
         f"{s['n_total'] - s['n_converged']}/{s['n_total']}"
         for s in failed
     )
@@ -498,7 +498,7 @@ def _safe_name(name):
 def _finite_series(entries, key):
     """(prune %, value, entry) for entries whose ``key`` is finite."""
     return [
-        (100.0 * e["prune_ratio"], e[key], e) for e in entries if _is_finite(e[key])
+        (100.0 * e["prune_ratio"], e[key], e) for e in entries if is_finite(e[key])
     ]
 
 
@@ -532,7 +532,7 @@ def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, 
 def _reference_line(ax, dataset_summary, key):
     """Draw the ReferenceNet value of ``key`` as a horizontal dashed line."""
     for entry in dataset_summary:
-        if entry["method"] == REFERENCE_METHOD and _is_finite(entry[key]):
+        if entry["method"] == REFERENCE_METHOD and is_finite(entry[key]):
             ax.axhline(entry[key], color="black", linestyle="--", label=REFERENCE_METHOD)
             return
 
