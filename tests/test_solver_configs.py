@@ -1,0 +1,111 @@
+"""Solver-sweep configs (supplement S7) and fixed-step solvers that end at the final time.
+
+The fixed-step NFE = stages x steps check against an independent call count (both backends,
+adjoint and backprop) lives in ``tests/test_nfe.py``; here the *state* a fixed-step solve
+returns is checked against the closed form of a linear field, dz/dt = A z: z(1) = e^A z(0).
+"""
+import glob
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import REPO_ROOT
+from experiment.cli import check_names
+from experiment.config import expand_customizations, load_config
+from torchprune_flows.cnf import CNF, SolverSpec, cnf_blocks
+from torchprune_flows.registry import NETWORKS
+
+SOLVER_CONFIGS = sorted(
+    os.path.relpath(p, REPO_ROOT)
+    for p in glob.glob(os.path.join(REPO_ROOT, "experiment_configs", "ffjord", "solvers", "*.yaml")))
+SUFFIXES = {  # suffix -> (method, adjoint)
+    "dopri_adjoint": ("dopri5", True), "dopri_autograd": ("dopri5", False),
+    "rk4_adjoint": ("rk4", True), "rk4_autograd": ("rk4", False),
+    "euler_adjoint": ("euler", True), "euler_autograd": ("euler", False),
+}
+TOYS = {"gaussians": ("ToyGaussians", "ffjord_l2_h128_sigmoid"),
+        "gaussiansspiral": ("ToyGaussiansSpiral", "ffjord_l4_h64_sigmoid"),
+        "spirals": ("ToySpirals2", "ffjord_l4_h64_sigmoid")}
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # include paths are relative to the directory the command runs from
+
+
+def test_the_toy_solver_sweeps_are_shipped():
+    assert {f"experiment_configs/ffjord/solvers/{name}.yaml" for name in TOYS} <= set(SOLVER_CONFIGS)
+
+
+@pytest.mark.parametrize("path", SOLVER_CONFIGS)
+def test_solver_sweep_config_resolves_every_suffix(path, in_repo):
+    cfg = load_config(path, [])
+    stem = os.path.splitext(os.path.basename(path))[0]
+    expanded = expand_customizations(cfg)
+    names = [variant["network"]["name"] for _, variant in expanded]
+    assert len(names) == len(SUFFIXES) == len(set(names))
+    dataset, base = TOYS.get(stem, (cfg["network"]["dataset"], names[0].rsplit("_", 2)[0]))
+    assert sorted(names) == sorted(f"{base}_{suffix}" for suffix in SUFFIXES)
+    for label, variant in expanded:
+        check_names(variant)
+        assert variant["network"]["dataset"] == dataset and label == f"network.name={variant['network']['name']}"
+        net = NETWORKS.get(variant["network"]["name"])(num_classes=variant["network"]["outputSize"])
+        method, adjoint = SUFFIXES[variant["network"]["name"][len(base) + 1:]]
+        (block,) = cnf_blocks(net)
+        assert (block.solver.method, block.solver.adjoint) == (method, adjoint)
+    if stem in TOYS:  # the sweep keeps the shape and training of the toy's own config
+        toy = load_config(f"experiment_configs/ffjord/{stem}.yaml", [])
+        assert toy["network"]["name"].startswith(base + "_")
+        assert cfg["training"] == toy["training"] and cfg["experiments"] == toy["experiments"]
+
+
+class LinearField(nn.Module):
+    def __init__(self, matrix):
+        super().__init__()
+        self.A = nn.Parameter(matrix.clone())
+        self.calls = 0
+
+    def forward(self, t, z):
+        self.calls += 1
+        return z @ self.A.T
+
+
+def _linear_problem():
+    g = torch.Generator().manual_seed(0)
+    A = 0.5 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+    return A, torch.randn(16, 3, generator=g, dtype=torch.float64)
+
+
+def _solve(method, backend, step, adjoint=True, reverse=False):
+    """(z(1) of the solve, e^{±A} z0, the CNF block) for dz/dt = A z."""
+    A, z0 = _linear_problem()
+    cnf = CNF(LinearField(A), divergence="none",
+              solver=SolverSpec(backend=backend, method=method, step_size=step, adjoint=adjoint)).double()
+    z1, _ = cnf(z0, reverse=reverse)
+    return z1.detach(), z0 @ torch.linalg.matrix_exp(-A if reverse else A).T, cnf
+
+
+@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+@pytest.mark.parametrize("adjoint", [True, False])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_rk4_returns_the_state_at_the_final_time(backend, adjoint, reverse):
+    z1, exact, cnf = _solve("rk4", backend, 0.05, adjoint, reverse)
+    assert (z1 - exact).abs().max().item() < 1e-6
+    assert cnf.nfe_forward == cnf.vector_field.calls == 4 * 20  # 20 steps: it went all the way to t = 1
+
+
+@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+def test_euler_returns_the_state_at_the_final_time(backend):
+    A, z0 = _linear_problem()
+    errors = []
+    for steps in (20, 40):
+        z1, exact, cnf = _solve("euler", backend, 1.0 / steps)
+        assert cnf.nfe_forward == steps
+        # Euler on a linear field is exactly (I + hA)^N z0: N steps of h, ending at t = N h = 1
+        euler_map = torch.linalg.matrix_power(torch.eye(3, dtype=A.dtype) + A / steps, steps)
+        assert torch.allclose(z1, z0 @ euler_map.T, atol=1e-10)
+        errors.append((z1 - exact).abs().max().item())
+    assert 1e-4 < errors[0] < 1.0 / 20  # an O(h) error against e^A z0 ...
+    assert errors[0] / errors[1] == pytest.approx(2.0, rel=0.15)  # ... that halves with h
