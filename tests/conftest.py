@@ -8,6 +8,23 @@ import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+def _find_shared_data():
+    """The real offline data (MNIST test split, MINIBOONE rows): ``$TORCHPRUNE_FLOWS_SHARED_DATA``,
+    else the first ``shared/data`` beside the repository or one of its parent folders."""
+    if os.environ.get("TORCHPRUNE_FLOWS_SHARED_DATA"):
+        return os.environ["TORCHPRUNE_FLOWS_SHARED_DATA"]
+    folder = REPO_ROOT
+    while True:
+        candidate = os.path.join(os.path.dirname(folder), "shared", "data")
+        if os.path.isdir(candidate) or os.path.dirname(folder) == folder:
+            return candidate
+        folder = os.path.dirname(folder)
+
+
+#: where tests look for the real offline data; tests using it skip when it is absent
+SHARED_DATA = _find_shared_data()
+
 #: 2-D CNF with exact trace, 2 Linear layers of 16 hidden units (82 parameters), dopri5 at 1e-4.
 TINY_NETWORK = "cnf_l2_h16_tanh_high_tol"
 

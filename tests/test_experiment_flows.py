@@ -12,9 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SHARED_DATA
 
-SHARED = os.path.join(REPO_ROOT, "..", "shared", "data")
+SHARED = SHARED_DATA
 
 
 def _run(config, out, *overrides):

@@ -18,9 +18,9 @@ from torchprune_flows.data.download import main as download_main
 from torchprune_flows.data.images import CIFAR10, MNIST
 from torchprune_flows.registry import DATASETS
 
-from conftest import REPO_ROOT
+from conftest import SHARED_DATA
 
-REAL_MNIST = os.path.join(REPO_ROOT, "..", "shared", "data", "mnist")
+REAL_MNIST = os.path.join(SHARED_DATA, "mnist")
 REAL_FILES = {"t10k-images-idx3-ubyte.gz": "9fb629c4", "t10k-labels-idx1-ubyte.gz": "ec29112d"}
 
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import torchprune_flows as tf
-from conftest import REPO_ROOT
+from conftest import SHARED_DATA
 from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.cnf.fixed_layers import LogitTransform, Squeeze
 from torchprune_flows.networks.multiscale import MultiscaleFlow, number_of_scales
 from torchprune_flows.objectives import NLLBitsLoss, bits_per_dim
 from torchprune_flows.pruning import count_parameters, prunable_layers, prune
 
-MNIST_DIR = os.path.join(REPO_ROOT, "..", "shared", "data", "mnist")
+MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
 LOOSE = dict(atol=1e-3, rtol=1e-3)
 
 

@@ -17,7 +17,7 @@ from torchprune_flows.data import tabular
 from torchprune_flows.data.download import DownloadError, download_maf, main as download_main
 from torchprune_flows.data.tabular import Bsds300, Gas, Hepmass, Miniboone, Power
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SHARED_DATA
 
 try:  # GAS / HEPMASS need pandas, BSDS300 needs h5py; neither is a hard dependency
     import pandas as pd
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
 needs_pandas = pytest.mark.skipif(pd is None, reason="pandas is not installed")
 needs_h5py = pytest.mark.skipif(h5py is None, reason="h5py is not installed")
 
-REAL_MINIBOONE = os.path.join(REPO_ROOT, "..", "shared", "data", "miniboone", "first_rows.npy")
+REAL_MINIBOONE = os.path.join(SHARED_DATA, "miniboone", "first_rows.npy")
 CLASSES = {"POWER": Power, "GAS": Gas, "HEPMASS": Hepmass, "MINIBOONE": Miniboone, "BSDS300": Bsds300}
 FILES = {"POWER": ["power/data.npy"], "GAS": ["gas/ethylene_CO.pickle"],
          "HEPMASS": ["hepmass/1000_train.csv", "hepmass/1000_test.csv"], "MINIBOONE": ["miniboone/data.npy"],
