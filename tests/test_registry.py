@@ -80,4 +80,7 @@ def test_listing_command(capsys):
 
     assert main(["datasets"]) == 0
     assert "ToyGaussians" in capsys.readouterr().out
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("losses:\n") and "NLLNatsLoss" in out
     assert main(["nonsense"]) == 2
