@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..runs import REFERENCE, FinishedRun, RunError
-from .modes import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                    save_figure, select_steps, step_label)
+from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
+                     save_figure, select_steps, step_label)
 
 HELP = "Figure S1 for a 2-D flow: learned density, samples and vector field of unpruned and pruned nets"
 

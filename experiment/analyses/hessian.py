@@ -18,26 +18,21 @@ from tqdm import tqdm
 from torchprune_flows.analysis.hessian import hessian_summary, positive_threshold
 from torchprune_flows.cnf.cnf import set_solver
 from torchprune_flows.cnf.solver import SolverError
-from torchprune_flows.pruning import ALIASES, canonical_method
+from torchprune_flows.pruning import canonical_method
 
 from ..checkpoints import save_text
 from ..runs import REFERENCE, FinishedRun, RunError
+from .common import add_selection_arguments, method_label, run_methods, select_steps
 
 HELP = "Hessian of the training loss w.r.t. the kept parameters: λmax, trace, κ (tables S11-S12)"
 
 COLUMNS = ["model", "method", "net", "keep_ratio", "prune_ratio", "test_nll", "nll_subset", "lambda_max",
            "trace", "trace_stderr", "condition_number", "kept_parameters", "step"]
-SHORT_NAMES = {full: short for short, full in ALIASES.items()}
 
 
 def add_arguments(parser):
     parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
-    parser.add_argument("--nets", type=int, nargs="+", default=[0], help="base nets to analyse (default: 0)")
-    parser.add_argument("--methods", nargs="+",
-                        help="pruning methods, e.g. WT FT (default: every method with finished steps)")
-    parser.add_argument("--keep", type=float, nargs="+",
-                        help="keep ratios; the closest finished step per value (default: every finished one)")
-    parser.add_argument("--repetition", type=int, default=0, help="pruning repetition (default: 0)")
+    add_selection_arguments(parser, methods_default=None, keep_default=None)
     parser.add_argument("--no-reference", action="store_true", help="skip the unpruned base net")
     parser.add_argument("--samples", type=int, default=1000,
                         help="size of the fixed training subset: the first N points of the training split")
@@ -56,41 +51,6 @@ def _check(args):
     for name in ("samples", "probes", "slq_probes", "iters"):
         if getattr(args, name) < 1:
             raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for keep in args.keep or []:
-        if not 0 < keep <= 1:
-            raise RunError(f"--keep {keep} is outside (0, 1]; give the fraction of parameters kept")
-
-
-def _run_methods(run):
-    """Methods of the run's config that have finished steps, in config order (then any others)."""
-    finished = {r["method"] for r in run.steps.values() if r["method"] != REFERENCE}
-    order = []
-    for method in run.cfg.get("experiments", {}).get("methods", []):
-        name = canonical_method(method)
-        if name in finished and name not in order:
-            order.append(name)
-    return order + sorted(finished - set(order))
-
-
-def select_steps(run, args):
-    """Step names to analyse, in table order: per net the base net, then per method by keep ratio."""
-    methods = [canonical_method(m) for m in args.methods] if args.methods else _run_methods(run)
-    steps = []
-    for net in args.nets:
-        if not args.no_reference:
-            steps.append(run.select(None, net=net))
-        for method in methods:
-            if args.keep is None:
-                run.select(method, 1.0, net, args.repetition)  # RunError when none is finished
-                found = [s for s, r in run.steps.items()
-                         if r["method"] == method and r["net"] == net and r["repetition"] == args.repetition]
-                chosen = sorted(found, key=lambda s: -run.steps[s]["keep_ratio"])
-            else:
-                chosen = [run.select(method, keep, net, args.repetition) for keep in args.keep]
-            steps.extend(s for s in dict.fromkeys(chosen) if s not in steps)
-    if not steps:
-        raise RunError(f"nothing to analyse in {run.run_dir}: no finished pruned step (and --no-reference given)")
-    return steps
 
 
 def training_subset(cfg, samples, device, dtype):
@@ -147,7 +107,7 @@ def render_markdown(rows, title, note, several_nets):
     lines = [f"# {title}", "", "| Model | Prune ratio | NLL | λmax(H) | tr(H) | κ(H) |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        label = "Unpruned" if r["method"] == REFERENCE else f"Sparse {SHORT_NAMES.get(r['method'], r['method'])}"
+        label = "Unpruned" if r["method"] == REFERENCE else f"Sparse {method_label(r['method'])}"
         model = f"{label} {r['model']}" + (f" (net {r['net']})" if several_nets else "")
         lines.append(f"| {model} | {100 * r['prune_ratio']:.0f}% | {_number(r['test_nll'])} | "
                      f"{_number(r['lambda_max'])} | {_number(r['trace'])} | {_kappa(r['condition_number'])} |")
@@ -166,7 +126,8 @@ def render_csv(rows):
 def run(args):
     _check(args)
     finished = FinishedRun(args.run_dir)
-    steps = select_steps(finished, args)
+    steps = select_steps(finished, args.nets, args.methods, args.keep, args.repetition,
+                         reference=not args.no_reference)
     from ..pipeline import Experiment
 
     dtype = getattr(torch, args.dtype)
@@ -174,7 +135,7 @@ def run(args):
     x, y = training_subset(finished.cfg, args.samples, args.device, dtype)
     rows = [analyse_step(finished, step, loss_fn, x, y, args, dtype)
             for step in tqdm(steps, desc="hessian", unit="net", dynamic_ncols=True)]
-    methods = [canonical_method(m) for m in args.methods] if args.methods else _run_methods(finished)
+    methods = [canonical_method(m) for m in args.methods] if args.methods else run_methods(finished)
     rows.sort(key=_sort_key(methods))
 
     out_dir = args.out or os.path.join(args.run_dir, "analysis")

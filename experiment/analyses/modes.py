@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from torchprune_flows.pruning import ALIASES, canonical_method
-
-from ..checkpoints import atomic_write, save_text
+from ..checkpoints import save_text
 from ..runs import REFERENCE, FinishedRun, RunError
+from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
+                     percent, prune_ratio, save_figure, select_steps)
 
 HELP = "mode coverage of samples (share near the true modes, modes captured) against prune ratio"
 
@@ -42,77 +42,6 @@ def add_arguments(parser):
     parser.add_argument("--device", default="cpu")
 
 
-def add_selection_arguments(parser, methods_default, keep_default):
-    """``--nets``, ``--methods``, ``--keep``, ``--repetition`` shared by the run analyses."""
-    methods_help = "pruning methods (names or aliases WT, FT); default: " + (
-        " ".join(methods_default) if methods_default else "every method of the run")
-    keep_help = "keep ratios (the closest finished one each); default: " + (
-        " ".join(map(str, keep_default)) if keep_default else "every finished one")
-    parser.add_argument("--nets", type=int, nargs="+", default=[0], help="trained nets (default: 0)")
-    parser.add_argument("--methods", nargs="+", default=methods_default, help=methods_help)
-    parser.add_argument("--keep", type=float, nargs="+", default=keep_default, help=keep_help)
-    parser.add_argument("--repetition", type=int, default=0, help="pruning repetition (default 0)")
-
-
-def select_steps(run, nets, methods=None, keeps=None, repetition=0):
-    """Step names: per net the unpruned net, then per method each keep ratio (closest finished).
-
-    ``methods`` None: every method of the run; ``keeps`` None: every finished keep ratio,
-    largest first. Duplicates (two keeps closest to the same step) appear once.
-    """
-    if methods is None:
-        methods = [m for m in dict.fromkeys(r["method"] for r in run.steps.values()) if m != REFERENCE]
-        order = [canonical_method(m) for m in run.cfg["experiments"]["methods"]]
-        methods.sort(key=lambda m: order.index(m) if m in order else len(order))
-    else:
-        methods = list(dict.fromkeys(canonical_method(m) for m in methods))
-    for keep in keeps or []:
-        if not 0.0 < keep <= 1.0:
-            raise RunError(f"--keep {keep:g} is outside (0, 1]; keep ratios are the fraction of weights kept")
-    steps = []
-    for net in nets:
-        steps.append(run.select(None, None, net))
-        for method in methods:
-            if keeps is None:
-                run.select(method, 1.0, net, repetition)  # RunError when the method has no finished step
-                found = [s for s, r in run.steps.items()
-                         if r["method"] == method and r["net"] == net and r["repetition"] == repetition]
-                steps += sorted(found, key=lambda s: -run.steps[s]["keep_ratio"])
-            else:
-                steps += [run.select(method, keep, net, repetition) for keep in keeps]
-    return list(dict.fromkeys(steps))
-
-
-def method_label(method):
-    """Short name of a method: its alias (WT, FT) when it has one."""
-    short = {full: alias for alias, full in ALIASES.items()}
-    return short.get(method, method)
-
-
-def prune_ratio(row):
-    value = row.get("prune_ratio")
-    return float(value) if value is not None else 1.0 - float(row["keep_ratio"])
-
-
-def percent(ratio):
-    text = f"{100.0 * ratio:.1f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def step_label(row):
-    """``unpruned`` or ``WT, prune 70 %``."""
-    if row["method"] == REFERENCE:
-        return "unpruned"
-    return f"{method_label(row['method'])}, prune {percent(prune_ratio(row))} %"
-
-
-def load_test_split(run):
-    """The run's test split (built as the run built it)."""
-    from ..data import build_splits
-
-    return build_splits(run.cfg)["test"]
-
-
 def mixture_of(run, data):
     """``(centers, stds)`` of the test dataset's generating mixture, or RunError."""
     if not hasattr(data, "mixture_components"):
@@ -121,22 +50,6 @@ def mixture_of(run, data):
                        "Gaussian-mixture toy such as ToyGaussians or ToyGaussiansSpiral")
     centers, stds = data.mixture_components()
     return np.asarray(centers, dtype=np.float64), np.asarray(stds, dtype=np.float64)
-
-
-def load_density_net(run, step, device):
-    net = run.load_network(step, device)
-    if not (hasattr(net, "sample") and hasattr(net, "log_prob")):
-        raise RunError(f"{run.cfg['network']['name']} is not a density model (no sample / log_prob)")
-    return net
-
-
-def check_positive(value, option):
-    if value < 1:
-        raise RunError(f"{option} must be positive, got {value}")
-
-
-def save_figure(fig, path, dpi=120):
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
 
 
 def run(args):

@@ -18,7 +18,7 @@ import yaml
 from ..checkpoints import save_text
 from ..report import REFERENCE_METHOD, format_mean_std, format_param_count, read_results_csv, summarize
 from ..runs import RunError
-from .modes import method_label, percent, save_figure
+from .common import method_label, percent, save_figure
 
 HELP = "summarise a customization sweep: test loss against prune ratio per variant and method"
 
