@@ -7,25 +7,24 @@ from torchprune_flows.registry import DATASETS
 from .transforms import build_transform
 
 
-def build_splits(cfg):
-    """``{"train", "val", "test"}`` datasets of the config's dataset (test: ``datasetTest`` if set)."""
+def build_split(cfg, split):
+    """The config's dataset for ``split`` ("train", "val" or "test"; test: ``datasetTest`` if set)."""
     training = cfg["training"]
-    root = cfg["directories"]["training_data"]
+    name = cfg["network"]["dataset"]
+    if split == "test":
+        name = cfg["experiments"].get("datasetTest") or name
     kwargs = dict(training["datasetKwargs"])
     if "seed" in _init_params(DATASETS.get(cfg["network"]["dataset"])):
         kwargs.setdefault("seed", cfg["seed"])
+    transforms = training["transformsTrain"] if split == "train" else training["transformsTest"]
+    transform = build_transform(transforms + training["transformsFinal"])
+    return DATASETS.get(name)(root=cfg["directories"]["training_data"], train=split != "test", download=False,
+                              transform=transform, split=split, **kwargs)
 
-    def make(name, split, transforms):
-        cls = DATASETS.get(name)
-        transform = build_transform(transforms + training["transformsFinal"])
-        return cls(root=root, train=split != "test", download=False, transform=transform, split=split, **kwargs)
 
-    test_name = cfg["experiments"].get("datasetTest") or cfg["network"]["dataset"]
-    return {
-        "train": make(cfg["network"]["dataset"], "train", training["transformsTrain"]),
-        "val": make(cfg["network"]["dataset"], "val", training["transformsTest"]),
-        "test": make(test_name, "test", training["transformsTest"]),
-    }
+def build_splits(cfg):
+    """``{"train", "val", "test"}`` datasets of the config (see :func:`build_split`)."""
+    return {split: build_split(cfg, split) for split in ("train", "val", "test")}
 
 
 def _init_params(cls):

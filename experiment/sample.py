@@ -87,10 +87,10 @@ def main(argv=None):
 
 def _test_points(cfg, limit):
     """Up to ``limit`` test points of the run's dataset, or None when its files are unavailable."""
-    from .data import build_splits
+    from .data import build_split
 
     try:
-        data = build_splits(cfg)["test"]
+        data = build_split(cfg, "test")
     except FileNotFoundError:
         return None
     points = torch.stack([data[i][0] for i in range(min(limit, len(data)))])

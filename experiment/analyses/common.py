@@ -77,9 +77,9 @@ def step_label(row):
 
 def load_test_split(run):
     """The run's test split (built as the run built it)."""
-    from ..data import build_splits
+    from ..data import build_split
 
-    return build_splits(run.cfg)["test"]
+    return build_split(run.cfg, "test")
 
 
 def load_density_net(run, step, device):

@@ -55,9 +55,9 @@ def _check(args):
 
 def training_subset(cfg, samples, device, dtype):
     """The first ``samples`` points of the training split (inputs cast to ``dtype``) and targets."""
-    from ..data import build_splits
+    from ..data import build_split
 
-    data = build_splits(cfg)["train"]
+    data = build_split(cfg, "train")
     items = [data[i] for i in range(min(samples, len(data)))]
     if not items:
         raise RunError("the training split is empty")
