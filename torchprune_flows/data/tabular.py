@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..registry import register_dataset
+from .rows import RowDataset
 from .splits import resolve_split
 
 #: Name of the MAF archive looked for in ``root`` (and ``file_dir``).
@@ -183,7 +183,7 @@ def clear_cache():
 # --------------------------------------------------------------------------------------------
 # Datasets
 # --------------------------------------------------------------------------------------------
-class TabularDataset(Dataset):
+class TabularDataset(RowDataset):
     """Base class of the MAF datasets; yields ``(x, 0)`` with ``x`` a float32 row of length ``dim``.
 
     The signature is torchprune's (``root``, ``train``, ``download``, ``transform``,
@@ -242,15 +242,6 @@ class TabularDataset(Dataset):
     @classmethod
     def read_and_preprocess(cls, paths):
         raise NotImplementedError
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, index):
-        x = self.data[index]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, 0
 
     def __repr__(self):
         return f"{type(self).__name__}(split={self.split!r}, rows={len(self)}, dim={self.dim}, root={self.root!r})"

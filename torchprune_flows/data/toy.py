@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..registry import register_dataset
+from .rows import RowDataset
 from .splits import carve_validation, resolve_split
 
 
@@ -72,7 +72,7 @@ def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
     return points + noise * rng.standard_normal((n, 2)), np.repeat([0, 1], [half, n - half])
 
 
-class ToyDataset(Dataset):
+class ToyDataset(RowDataset):
     """Base class: subclasses set ``num_train``, ``num_test`` and ``generate(n, rng)``.
 
     The signature is torchprune's dataset signature (``root``, ``train``, ``download``,
@@ -115,15 +115,6 @@ class ToyDataset(Dataset):
         """Mixture components in the normalised coordinates of ``self.data``."""
         centers = (np.asarray(centers, dtype=np.float64) - self.mean) / self.std
         return centers, np.asarray(stds, dtype=np.float64) / self.std
-
-    def __len__(self):
-        return len(self.data)
-
-    def __getitem__(self, index):
-        x = self.data[index]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self.targets[index]
 
 
 @register_dataset("ToyGaussians")
