@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["torchprune_flows", "torchprune_flows.*", "experiment", "experiment.*"]),
+    # ``experiment`` is a namespace-package portion (entry modules only, no ``__init__.py``), so it
+    # can share a folder with torchprune's own ``experiment`` package without owning its files.
+    packages=find_packages(include=["torchprune_flows", "torchprune_flows.*"]) + ["experiment"],
     install_requires=[
         "torch>=2.1",
         "torchvision",
@@ -21,5 +23,5 @@ setup(
         "h5py",
     ],
     extras_require={"test": ["pytest", "pytest-benchmark"]},
-    entry_points={"console_scripts": ["torchprune-flows=experiment.cli:main"]},
+    entry_points={"console_scripts": ["torchprune-flows=torchprune_flows.runner.cli:run_from_command_line"]},
 )

@@ -79,7 +79,7 @@ class TinyExperiment:
 
     def run(self, *extra, out="out", name="config.yaml"):
         """``main([config, --out, out, *extra])`` after writing the config; returns the exit code."""
-        from experiment.cli import main
+        from torchprune_flows.runner.cli import main
 
         config = self.write(name)
         return main([config, "--out", self.path(out), *extra])

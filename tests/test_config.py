@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from experiment.config import (
+from torchprune_flows.runner.config import (
     ConfigError,
     expand_customizations,
     keep_ratios,

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from experiment.analyses.cost import format_ms, format_nfe, format_percent
-from experiment.analyze import main
-from experiment.report import read_results_csv
+from torchprune_flows.runner.analyses.cost import format_ms, format_nfe, format_percent
+from torchprune_flows.runner.analyze import main
+from torchprune_flows.runner.report import read_results_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 
-import experiment.training as training_module
-from experiment.cli import main
-from experiment.config import load_config
-from experiment.data import build_loaders, build_splits
-from experiment.training import train
+import torchprune_flows.runner.training as training_module
+from torchprune_flows.runner.cli import main
+from torchprune_flows.runner.config import load_config
+from torchprune_flows.runner.data import build_loaders, build_splits
+from torchprune_flows.runner.training import train
 from torchprune_flows.pruning import count_parameters, export_state, get_masks, import_state, prune
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 

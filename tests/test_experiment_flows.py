@@ -18,7 +18,7 @@ SHARED = SHARED_DATA
 
 
 def _run(config, out, *overrides):
-    from experiment.cli import main
+    from torchprune_flows.runner.cli import main
 
     return main([os.path.join("experiment_configs", config), "--out", out,
                  *[arg for o in overrides for arg in ("--set", o)]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from experiment.analyze import main
+from torchprune_flows.runner.analyze import main
 from torchprune_flows.analysis.modes import gaussian_mass_within, mode_coverage, standardized_distances
 from torchprune_flows.data.toy import ToyGaussians, ToyGaussiansSpiral
 
@@ -143,8 +143,8 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 
 def test_density_grid_integrates_to_about_one(run_dir):
-    from experiment.analyses.figure import density_on_grid, field_on_grid
-    from experiment.runs import FinishedRun
+    from torchprune_flows.runner.analyses.figure import density_on_grid, field_on_grid
+    from torchprune_flows.runner.runs import FinishedRun
 
     run = FinishedRun(run_dir)
     net = run.load_network(run.select("FT", 0.3))
@@ -239,7 +239,7 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
     assert main(["modes", copy, "-n", "10"]) == 2
     one_line_error(capsys, "ToyMoons", "mixture")
 
-    import experiment.analyses.figure as figure
+    import torchprune_flows.runner.analyses.figure as figure
 
     class ThreeD(torch.utils.data.Dataset):
         def __len__(self):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision import transforms as tv
 
-from experiment.transforms import RandomNoise, build_transform
+from torchprune_flows.runner.transforms import RandomNoise, build_transform
 from torchprune_flows.data.download import main as download_main
 from torchprune_flows.data.images import CIFAR10, MNIST
 from torchprune_flows.registry import DATASETS

@@ -94,7 +94,7 @@ def test_forward_backward_on_real_mnist_test_images():
         pytest.skip("real MNIST test split not available")
     import shutil
 
-    from experiment.transforms import RandomNoise
+    from torchprune_flows.runner.transforms import RandomNoise
     from torchprune_flows.data.images import MNIST
     import tempfile
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from experiment.report import (
+from torchprune_flows.runner.report import (
     RESULT_COLUMNS,
     format_mean_std,
     format_param_count,

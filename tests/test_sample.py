@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiment.runs import FinishedRun, RunError
-from experiment.sample import main
+from torchprune_flows.runner.runs import FinishedRun, RunError
+from torchprune_flows.runner.sample import main
 from torchprune_flows.pruning import count_nonzero, count_parameters
 
 

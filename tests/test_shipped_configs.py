@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from experiment.cli import check_names
-from experiment.config import keep_ratios, load_config, retraining_config
+from torchprune_flows.runner.cli import check_names
+from torchprune_flows.runner.config import keep_ratios, load_config, retraining_config
 from torchprune_flows.registry import NETWORKS
 
 #: every config meant to be run (included fragments live in sub-folders such as ffjord/toy/)

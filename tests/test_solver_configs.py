@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from conftest import REPO_ROOT
-from experiment.cli import check_names
-from experiment.config import expand_customizations, load_config
+from torchprune_flows.runner.cli import check_names
+from torchprune_flows.runner.config import expand_customizations, load_config
 from torchprune_flows.cnf import CNF, SolverSpec, cnf_blocks
 from torchprune_flows.registry import NETWORKS
 

@@ -111,6 +111,16 @@ def main(argv=None):
         return _run_all(cfg, out_dir, runs)
 
 
+def run_from_command_line(argv=None):
+    """``main`` for ``python -m experiment`` and the ``torchprune-flows`` command: Ctrl-C exits 130."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished steps and the last finished epoch are saved; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
 def _run_all(cfg, out_dir, runs):
     from .checkpoints import save_text
 
