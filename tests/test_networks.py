@@ -59,5 +59,5 @@ def test_bad_suffix_and_unknown_names_are_explained():
 def test_flow_output_and_sampling_shapes():
     net = tf.build_network("ffjord_l2_h8_tanh_high_tol", num_classes=2)
     out = net(torch.randn(7, 2))
-    assert out["z"].shape == (7, 2) and out["delta_logp"].shape == (7,)
+    assert out["z"].shape == (7, 2) and out["delta_logp"].shape == (7, 1)
     assert net.sample(5).shape == (5, 2)

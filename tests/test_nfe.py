@@ -27,7 +27,7 @@ def _run(spec, divergence="hutchinson"):
     x = torch.randn(64, 2)
     out = flow(x)
     calls_forward = field.calls
-    loss = (0.5 * out["z"].pow(2).sum(1) + out["delta_logp"]).mean()
+    loss = (0.5 * out["z"].pow(2).sum(1) + out["delta_logp"].reshape(-1)).mean()
     loss.backward()
     return flow, calls_forward, field.calls - calls_forward
 

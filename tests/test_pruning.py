@@ -93,7 +93,7 @@ def test_cascaded_masks_only_grow_and_stay_zero_through_retraining(method):
     for _ in range(3):
         opt.zero_grad()
         out = net(torch.randn(64, 2))
-        (0.5 * out["z"].pow(2).sum(1) + out["delta_logp"]).mean().backward()
+        (0.5 * out["z"].pow(2).sum(1) + out["delta_logp"].reshape(-1)).mean().backward()
         opt.step()
     tensors = effective_tensors(net)
     for key, mask in second.items():

@@ -1,10 +1,13 @@
 """Losses and metrics under torchprune's names.
 
-Flow outputs are dicts ``{"z", "delta_logp"}`` (see :class:`~torchprune_flows.cnf.FlowNetwork`),
-with ``log p(x) = log N(z; 0, I) - delta_logp``. Losses are called ``loss(outputs, targets)``;
-metrics ``metric(outputs, targets) -> float`` with higher better, so NLL metrics return -NLL.
+They read every flow output of the protocol stated in :class:`~torchprune_flows.cnf.FlowNetwork`:
+this package's flows and torchprune's own (toy ``{"out", "prior"}`` with the trace term in column
+0 of ``out``; tabular/image ``{"out", "delta_logp"[, "nelement", "reg_loss"]}``), with
+``log p(x) = log p(z) - delta_logp``. Losses are called ``loss(outputs, targets)``; metrics
+``metric(outputs, targets) -> float`` with higher better, so NLL metrics return -NLL.
 """
 import math
+from collections import namedtuple
 
 import torch
 from torch import nn
@@ -12,10 +15,38 @@ from torch import nn
 from .cnf.flow import standard_normal_logprob
 from .registry import register_loss, register_metric
 
+#: ``log_pz`` and ``delta_logp`` per sample (N,), the data dimensions per sample, and any
+#: regulariser the net added (0.0 when none).
+FlowTerms = namedtuple("FlowTerms", "log_pz delta_logp dims reg_loss")
+
+
+def flow_terms(outputs):
+    """Read a flow output dict of any supported layout into :class:`FlowTerms`."""
+    if not isinstance(outputs, dict):
+        raise TypeError(f"a flow loss needs the flow's output dict, got {type(outputs).__name__}; "
+                        "a classifier's logits go with CrossEntropyLoss")
+    if "z" in outputs:  # this package's flows
+        z, delta_logp = outputs["z"], outputs["delta_logp"]
+        log_pz = standard_normal_logprob(z)
+    elif "prior" in outputs:  # torchprune's toy flows: out = [trace term, z]
+        out = outputs["out"]
+        z, delta_logp = out[:, 1:], out[:, 0]
+        log_pz = outputs["prior"].log_prob(z).to(out)
+    elif "out" in outputs and "delta_logp" in outputs:  # torchprune's tabular and image flows
+        z, delta_logp = outputs["out"], outputs["delta_logp"]
+        log_pz = standard_normal_logprob(z)
+    else:
+        raise KeyError(f"not a flow output: keys {sorted(outputs)}; expected 'z' and 'delta_logp' "
+                       "(torchprune_flows) or 'out' with 'prior' or 'delta_logp' (torchprune)")
+    num = log_pz.shape[0]
+    dims = outputs["nelement"] / num if "nelement" in outputs else z[0].numel()
+    return FlowTerms(log_pz, delta_logp.reshape(num), dims, outputs.get("reg_loss", 0.0))
+
 
 def flow_log_likelihood(outputs):
     """log p(x) per sample from a flow's output dict."""
-    return standard_normal_logprob(outputs["z"]) - outputs["delta_logp"]
+    terms = flow_terms(outputs)
+    return terms.log_pz - terms.delta_logp
 
 
 def nll_nats(outputs):
@@ -28,9 +59,9 @@ def bits_per_dim(outputs):
     ``log p`` is the density of the [0, 1]-scaled, dequantised data (including any logit
     transform's log-determinant); the ``ln 256`` turns it into the density of 8-bit values.
     """
-    log_p = flow_log_likelihood(outputs)
-    dims = outputs["z"][0].numel()
-    return (-(log_p / dims - math.log(256.0)) / math.log(2.0)).mean()
+    terms = flow_terms(outputs)
+    log_p = terms.log_pz - terms.delta_logp
+    return (-(log_p / terms.dims - math.log(256.0)) / math.log(2.0)).mean()
 
 
 class _FlowLoss(nn.Module):
@@ -42,7 +73,8 @@ class _FlowLoss(nn.Module):
             raise TypeError(f"{type(self).__name__} takes no lossKwargs, got {sorted(kwargs)}")
 
     def forward(self, outputs, targets=None):
-        return self.objective(outputs)
+        """The objective, plus the regulariser a net adds under ``"reg_loss"`` (as torchprune)."""
+        return self.objective(outputs) + flow_terms(outputs).reg_loss
 
 
 @register_loss("NLLPriorLoss")
@@ -63,6 +95,16 @@ class NLLBitsLoss(_FlowLoss):
 
 
 register_loss("CrossEntropyLoss")(nn.CrossEntropyLoss)
+
+
+def classifier_logits(outputs):
+    """Logits from a classifier's output: a tensor, or torchprune's ``{"out"}`` / ``{"logits"}``."""
+    if isinstance(outputs, dict):
+        for key in ("out", "logits"):
+            if key in outputs:
+                return outputs[key]
+        raise KeyError(f"no logits in the output dict (keys {sorted(outputs)}); expected 'out' or 'logits'")
+    return outputs
 
 
 class _Metric:
@@ -117,6 +159,7 @@ class TopK(_Metric):
         self.short_name = f"Top-{topk} accuracy"
 
     def value(self, outputs, targets):
+        outputs = classifier_logits(outputs)
         top = outputs.topk(self.topk, dim=1).indices
         return (top == targets.view(-1, 1)).any(dim=1).float().mean()
 
@@ -128,6 +171,7 @@ class MCorr(_Metric):
     short_name = "Matthews corr."
 
     def value(self, outputs, targets):
+        outputs = classifier_logits(outputs)
         num_classes = outputs.shape[1]
         pred = outputs.argmax(dim=1)
         conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)

@@ -13,14 +13,52 @@ def standard_normal_logprob(z):
     return (log_z - 0.5 * z.pow(2)).reshape(z.shape[0], -1).sum(dim=1)
 
 
+class StandardNormalPrior:
+    """The prior N(0, I) as torchprune's ``NLLPriorLoss`` uses it: ``log_prob(z) -> (N,)``."""
+
+    def log_prob(self, z):
+        return standard_normal_logprob(z)
+
+    def __repr__(self):
+        return "StandardNormalPrior()"
+
+
+STANDARD_NORMAL = StandardNormalPrior()
+
+#: How torchprune's own flows lay out ``"out"`` (see :class:`FlowNetwork`).
+LATENT_LAYOUT, PRIOR_LAYOUT = "latent", "prior"
+
+
 class FlowNetwork(nn.Module):
-    """``forward(x) -> {"z", "delta_logp"}`` with ``log p(x) = log N(z) - delta_logp``.
+    """A density model ``log p(x) = log N(z; 0, I) - delta_logp`` with ``z`` the flow of ``x``.
 
     ``layers`` is a sequence of flow layers with the signature
-    ``layer(x, delta_logp, reverse=False) -> (y, delta_logp)`` (CNF blocks, fixed transforms).
-    The losses in :mod:`torchprune_flows.objectives` read this dict; ``log_prob`` and ``sample``
-    serve users directly.
+    ``layer(x, delta_logp, reverse=False) -> (y, delta_logp)`` (CNF blocks, fixed transforms;
+    ``delta_logp`` of shape (N,)); ``log_prob`` and ``sample`` serve users directly.
+
+    **Output protocol** (the one place it is stated). ``forward(x)`` returns a dict that both
+    this package's and torchprune's losses and metrics read, for a batch of N samples:
+
+    =============  ==================  =======================================================
+    key            shape               meaning
+    =============  ==================  =======================================================
+    ``"z"``        (N, *latent)        the latent; ``log N(z; 0, I)`` is summed over all but N
+    ``"delta_logp"`` (N, 1)            ``log p(x) = log N(z) - delta_logp`` (torchprune's shape)
+    ``"out"``      see layout          torchprune's view of the latent, by ``TORCHPRUNE_LAYOUT``:
+                                       ``"latent"`` (tabular, image flows): ``z`` itself, read by
+                                       torchprune's ``NLLNatsLoss`` / ``NLLBitsLoss``;
+                                       ``"prior"`` (toy flows): ``cat([delta_logp, z], 1)``,
+                                       column 0 the accumulated trace term, read by its
+                                       ``NLLPriorLoss`` together with ``"prior"``
+    ``"prior"``    object              ``"prior"`` layout only: N(0, I) with ``log_prob(z)``
+    ``"nelement"`` int                 ``x.nelement()``: torchprune's bits/dim divides by it
+    =============  ==================  =======================================================
+
+    :func:`torchprune_flows.objectives.flow_terms` reads this dict and torchprune's own flow
+    outputs (``{"out", "prior"}``; ``{"out", "delta_logp"[, "nelement", "reg_loss"]}``) alike.
     """
+
+    TORCHPRUNE_LAYOUT = LATENT_LAYOUT
 
     def __init__(self, layers, data_shape):
         super().__init__()
@@ -32,11 +70,23 @@ class FlowNetwork(nn.Module):
         z = x
         for layer in self.chain:
             z, delta_logp = layer(z, delta_logp)
-        return {"z": z, "delta_logp": delta_logp}
+        return self.outputs(x, z, delta_logp)
+
+    def outputs(self, x, z, delta_logp):
+        """The protocol dict for input ``x``, latent ``z`` and ``delta_logp`` of shape (N,)."""
+        delta_logp = delta_logp.reshape(-1, 1)
+        out = {"z": z, "delta_logp": delta_logp, "nelement": x.nelement()}
+        if self.TORCHPRUNE_LAYOUT == PRIOR_LAYOUT:
+            out["out"] = torch.cat([delta_logp, z.reshape(z.shape[0], -1)], dim=1)
+            out["prior"] = STANDARD_NORMAL
+        else:
+            out["out"] = z
+        return out
 
     def log_prob(self, x):
+        """log p(x) per sample, shape (N,)."""
         out = self(x)
-        return standard_normal_logprob(out["z"]) - out["delta_logp"]
+        return standard_normal_logprob(out["z"]) - out["delta_logp"].reshape(-1)
 
     def inverse(self, z):
         """Data ``x`` for latents ``z``: the chain run in reverse."""

@@ -42,8 +42,8 @@ class Stage(nn.Module):
 class MultiscaleFlow(PrunableMixin, FlowNetwork):
     """Multiscale CNF over images of ``data_shape`` (C, H, W) with values in [0, 1].
 
-    ``forward(x)`` returns ``{"z": (B, C*H*W) latent, "delta_logp"}`` where z concatenates the
-    factored-out halves of every stage and the last stage's output.
+    ``forward(x)`` returns the :class:`FlowNetwork` protocol dict; ``z`` (B, C*H*W)
+    concatenates the factored-out halves of every stage and the last stage's output.
     """
 
     def __init__(self, data_shape, hidden=(64, 64, 64), blocks=2, activation="softplus", solver=None,
@@ -71,7 +71,8 @@ class MultiscaleFlow(PrunableMixin, FlowNetwork):
         super().__init__(stages, data_shape)
         self.stage_shapes = shapes  # output shape of every stage before factoring out
 
-    def forward(self, x):
+    def forward(self, inputs):
+        x = inputs
         delta_logp = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         latents = []
         for i, stage in enumerate(self.chain):
@@ -81,7 +82,7 @@ class MultiscaleFlow(PrunableMixin, FlowNetwork):
                 latents.append(x[:, half:].reshape(x.shape[0], -1))
                 x = x[:, :half]
         latents.append(x.reshape(x.shape[0], -1))
-        return {"z": torch.cat(latents, dim=1), "delta_logp": delta_logp}
+        return self.outputs(inputs, torch.cat(latents, dim=1), delta_logp)
 
     def inverse(self, z):
         z = z.reshape(z.shape[0], -1)

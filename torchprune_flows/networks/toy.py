@@ -2,6 +2,7 @@
 from torch import nn
 
 from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..cnf.flow import PRIOR_LAYOUT
 from ..registry import register_network
 from .base import PrunableMixin
 from .mlp import MLPField
@@ -18,7 +19,13 @@ def _solver(suffix, default_tol, solver_kwargs):
 
 
 class ToyFlow(PrunableMixin, FlowNetwork):
-    """One CNF block with an autonomous MLP vector field over R^D."""
+    """One CNF block with an autonomous MLP vector field over R^D.
+
+    Its ``"out"`` has torchprune's toy-flow layout (``cat([delta_logp, z], 1)`` with a
+    ``"prior"``), so torchprune's own ``NLLPriorLoss`` reads it as the paper's toy configs ask.
+    """
+
+    TORCHPRUNE_LAYOUT = PRIOR_LAYOUT
 
     def __init__(self, dim, hidden, num_layers, activation, divergence, probe, solver):
         field = MLPField(dim, hidden, num_layers, activation)
