@@ -36,7 +36,8 @@ def test_paper_image_flows_have_the_reference_parameter_counts(name, channels, c
         convs = [layer.conv for layer in block.vector_field.layers]
         assert [c.kernel_size for c in convs] == [(3, 3)] * 4
         assert [c.out_channels for c in convs[:3]] == [64, 64, 64]
-        assert convs[0].in_channels == convs[-1].out_channels + 1  # the time channel
+        assert convs[0].in_channels == convs[-1].out_channels  # data channels; t has its own conv
+        assert [layer.time.in_channels for layer in block.vector_field.layers] == [1] * 4
 
 
 def test_number_of_scales():
@@ -127,7 +128,8 @@ def test_sampling_inverts_the_multiscale_flow():
 
 
 def _time_weights(net):
-    return {id(m): m.weight[:, 0].detach().clone() for m in prunable_layers(net)}
+    return {id(layer.conv): layer.time.weight.detach().clone()
+            for block in cnf_blocks(net) for layer in block.vector_field.layers}
 
 
 @pytest.mark.parametrize("method", ["FT", "WT"])
@@ -138,13 +140,17 @@ def test_pruning_a_conv_flow_keeps_time_weights_and_output_channels(method):
     for keep in (0.5, 0.25):
         prune(net, method, keep, original)
     for block in cnf_blocks(net):
-        convs = [layer.conv for layer in block.vector_field.layers]
+        layers = block.vector_field.layers
+        convs = [layer.conv for layer in layers]
         last = convs[-1]
         assert (last.weight.reshape(last.out_channels, -1) != 0).any(dim=1).all()  # every output channel stays
-        assert torch.equal(last.weight[:, 0], before[id(last)])
-        for conv in convs:
-            alive = (conv.weight[:, 1:] != 0).reshape(conv.out_channels, -1).any(dim=1)
-            # every filter that still reads data still reads time, unchanged (torchprune's defect 1)
-            assert torch.equal(conv.weight[alive, 0], before[id(conv)][alive])
+        assert torch.equal(layers[-1].time.weight, before[id(last)])
+        for layer in layers:
+            conv, time = layer.conv, layer.time.weight
+            alive = (conv.weight != 0).reshape(conv.out_channels, -1).any(dim=1)
+            # every filter that still reads data still reads time, unchanged (torchprune's defect 1);
+            # a removed filter's time weights go with it
+            assert torch.equal(time[alive], before[id(conv)][alive])
+            assert not time[~alive].any()
         if method == "FT":
             assert any(((c.weight == 0).reshape(c.out_channels, -1).all(dim=1)).any() for c in convs[:-1])

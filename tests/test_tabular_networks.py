@@ -7,6 +7,7 @@ from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.networks.concatsquash import ConcatSquashLinear
 from torchprune_flows.networks.tabular import TabularFlow
 from torchprune_flows.pruning import count_parameters, prunable_layers, prune
+from torchprune_flows.pruning.masks import refresh_pruned_tensors
 
 #: (dataset, D, network) of flows-reference.md section 2, with the parameter counts to match
 PAPER_NETWORKS = [
@@ -108,21 +109,29 @@ def test_learnable_end_time_scales_the_flow():
 
 
 def _time_tensors(net):
-    return {name: p.detach().clone() for name, p in net.named_parameters() if ".gate." in name or ".shift." in name
-            or "sqrt_end_time" in name}
+    """Per concatsquash layer: its main Linear and its time tensors (gate weight and bias, shift)."""
+    refresh_pruned_tensors(net)
+    return [(layer.main, [t.detach().clone() for t in (layer.gate.weight, layer.gate.bias, layer.shift.weight)])
+            for block in cnf_blocks(net) for layer in block.vector_field.layers]
 
 
 @pytest.mark.parametrize("method", ["FT", "WT"])
 def test_pruning_never_touches_block_outputs_or_time_layers(method):
     net = tf.build_network("ffjord_l2_hm4_f3_tanh", num_classes=5)
     before = _time_tensors(net)
+    end_times = [p.detach().clone() for n, p in net.named_parameters() if "sqrt_end_time" in n]
     original = count_parameters(net)
     for keep in (0.6, 0.3, 0.15):
         prune(net, method, keep, original)
     assert len(prunable_layers(net)) == 3 * 3  # only the main Linear of every layer
     assert all(isinstance(m, torch.nn.Linear) and m.in_features > 1 for m in prunable_layers(net))
-    after = _time_tensors(net)
-    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert all(torch.equal(a, b) for a, b in zip(
+        end_times, [p for n, p in net.named_parameters() if "sqrt_end_time" in n]))
+    for (main, old), (_, new) in zip(before, _time_tensors(net)):
+        alive = (main.weight != 0).any(dim=1) | (main.bias != 0)  # removal zeroes both
+        for a, b in zip(old, new):  # time weights are never scored; a removed unit's go with it
+            assert torch.equal(b.reshape(len(alive), -1)[alive], a.reshape(len(alive), -1)[alive])
+            assert not b.reshape(len(alive), -1)[~alive].any()
     for block in cnf_blocks(net):
         last = block.vector_field.layers[-1].main
         hidden = [layer.main for layer in block.vector_field.layers[:-1]]

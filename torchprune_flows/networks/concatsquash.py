@@ -9,7 +9,8 @@ class ConcatSquashLinear(nn.Module):
     """``main(x) * sigmoid(gate(t)) + shift(t)``.
 
     ``main`` is the layer pruning acts on; ``gate`` (Linear(1, out) with bias) and ``shift``
-    (Linear(1, out) without bias) read only the time and are never pruned.
+    (Linear(1, out) without bias) read only the time: they are never scored, and lose a row
+    only when the unit it feeds is removed.
     """
 
     time_inputs = 0  # the main Linear reads no time column
@@ -23,6 +24,11 @@ class ConcatSquashLinear(nn.Module):
     @property
     def prunable(self):
         return self.main
+
+    @property
+    def companions(self):
+        """Modules whose output rows belong to ``main``'s units (removed with them)."""
+        return [self.gate, self.shift]
 
     def forward(self, t, x):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(1, 1)

@@ -7,8 +7,9 @@ from .mlp import make_activation
 class TimeLayerStack(nn.Module):
     """``f(t, z)`` through layers that each read (t, x), with ``activation`` between consecutive ones.
 
-    Each layer names its prunable module (``layer.prunable``) and how many of that module's input
-    columns/channels carry time (``layer.time_inputs``). The prunable modules form one chain for
+    Each layer names its prunable module (``layer.prunable``), how many of that module's input
+    columns/channels carry time (``layer.time_inputs``) and, optionally, the time-only modules
+    whose output rows belong to the same units (``layer.companions``). The prunable modules form one chain for
     structured pruning: hidden units may be removed, the last layer's outputs and time inputs never.
     """
 
@@ -26,3 +27,7 @@ class TimeLayerStack(nn.Module):
 
     def structured_chains(self):
         return [[(layer.prunable, layer.time_inputs) for layer in self.layers]]
+
+    def unit_companions(self):
+        """``{id(prunable module): [modules whose output rows are that module's units]}``."""
+        return {id(layer.prunable): list(getattr(layer, "companions", [])) for layer in self.layers}

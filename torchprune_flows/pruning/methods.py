@@ -9,7 +9,7 @@ import difflib
 import torch
 
 from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
-from .structure import prunable_layers, structured_chains
+from .structure import prunable_layers, structured_chains, unit_companions
 
 
 class PruningError(ValueError):
@@ -29,8 +29,9 @@ def _unit_view(tensor):
 class _MaskPlan:
     """Candidate masks for a network, evaluated without touching it until ``commit``."""
 
-    def __init__(self, net):
+    def __init__(self, net, companions):
         self.net = net
+        self.companions = companions  # id(layer) -> time-only modules whose rows are its units
         self.masks = {}  # (module, tensor name) -> bool mask
 
     def restrict(self, module, name, mask):
@@ -41,12 +42,14 @@ class _MaskPlan:
         return self.masks.get((module, name), current_mask(module, name).bool())
 
     def remove_units(self, producer, units, consumer=None, offset=0):
-        """Remove output units: their rows and biases, and the consumer's columns reading them."""
+        """Remove output units: their rows and biases (in the producer and its time-only
+        companions), and the consumer's columns reading them."""
         rows = torch.ones(producer.weight.shape[0], dtype=torch.bool, device=producer.weight.device)
         rows[units] = False
-        self.restrict(producer, "weight", rows.view(-1, *[1] * (producer.weight.dim() - 1)).expand_as(producer.weight))
-        if producer.bias is not None:
-            self.restrict(producer, "bias", rows)
+        for module in [producer, *self.companions.get(id(producer), [])]:
+            self.restrict(module, "weight", rows.view(-1, *[1] * (module.weight.dim() - 1)).expand_as(module.weight))
+            if module.bias is not None:
+                self.restrict(module, "bias", rows)
         if consumer is not None:
             columns = torch.ones_like(consumer.weight, dtype=torch.bool)
             columns[:, offset + units] = False
@@ -106,18 +109,20 @@ def _closest(count_for, lo, hi, target):
 
 @torch.no_grad()
 def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
-    """Shared driver: ``candidate_plans(net, layers, chains) -> (plan_for(k), k_max)`` gives
-    plans whose nonzero count does not decrease with k; commit the one closest to the target."""
+    """Shared driver: ``candidate_plans(net, layers, chains, companions) -> (plan_for(k), k_max)``
+    gives plans whose nonzero count does not decrease with k; commit the one closest to the target."""
     _check_ratio(keep_ratio)
     refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     chains = structured_chains(net)
-    fixed = _fixed_nonzero(net, layers)
-    plan_for, k_max = candidate_plans(net, layers, chains)
+    companions = unit_companions(net)
+    counted = layers + [module for layer in layers for module in companions.get(id(layer), [])]
+    fixed = _fixed_nonzero(net, counted)
+    plan_for, k_max = candidate_plans(net, layers, chains, companions)
 
     def count_for(k):
         plan = plan_for(k)
-        return plan.nonzero(fixed, layers), plan
+        return plan.nonzero(fixed, counted), plan
 
     _, plan = _closest(count_for, 0, k_max, keep_ratio * params_original)
     plan.commit()
@@ -136,7 +141,7 @@ def _time_weights(layers, chains):
     return torch.cat(marks)
 
 
-def _threshold_plans(net, layers, chains):
+def _threshold_plans(net, layers, chains, companions):
     """WT candidates: keep the k largest-magnitude weights, then drop units left without outputs.
     Weights reading time are kept (they are not scored), so pruning never removes time dependence."""
     time_weights = _time_weights(layers, chains)
@@ -148,7 +153,7 @@ def _threshold_plans(net, layers, chains):
     def plan_for(k):
         keep = time_weights.clone()
         keep[order[:k]] = True
-        plan = _MaskPlan(net)
+        plan = _MaskPlan(net, companions)
         for layer, mask in zip(layers, torch.split(keep, sizes)):
             plan.restrict(layer, "weight", mask.view_as(layer.weight))
         _remove_dead_units(plan, chains)
@@ -157,7 +162,7 @@ def _threshold_plans(net, layers, chains):
     return plan_for, int((magnitudes != 0).sum())
 
 
-def _unit_plans(net, layers, chains):
+def _unit_plans(net, layers, chains, companions):
     """FT candidates: after k steps every layer keeps the same fraction of its strongest units
     (up to one unit), units given back one at a time in order of the fraction they represent."""
     scored = []  # (producer, consumer, offset, units from weakest to strongest, number alive)
@@ -174,7 +179,7 @@ def _unit_plans(net, layers, chains):
         kept = [0] * len(scored)
         for _, j in events[:step]:
             kept[j] += 1
-        plan = _MaskPlan(net)
+        plan = _MaskPlan(net, companions)
         for (producer, consumer, offset, order, alive), keep in zip(scored, kept):
             keep = min(alive, max(1, keep))  # every layer keeps at least one unit
             plan.remove_units(producer, order[: len(order) - keep], consumer, offset)
@@ -195,8 +200,9 @@ def prune_weights(net, keep_ratio, params_original):
 def prune_filters(net, keep_ratio, params_original):
     """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
     filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
-    all its outputs, and weights reading time inputs are never touched. Removing a unit zeroes
-    its row, its bias and the input columns that read it in the next layer. Returns the achieved
+    all its outputs, and weights reading time inputs are never scored. Removing a unit zeroes
+    its row, its bias, the rows of its time-only companions (concatsquash gate and shift, the
+    time conv of a concat conv) and the input columns that read it in the next layer. Returns the achieved
     keep ratio (the closest a uniform fraction can get).
     """
     return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans)

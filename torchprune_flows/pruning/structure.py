@@ -3,7 +3,12 @@ from ..networks.base import is_prunable_type
 
 
 def prunable_layers(net):
-    """Plain Linear / Conv2d layers, filtered by the network's ``is_compressible`` if it has one."""
+    """Plain Linear / Conv2d layers in module order: the layers of the network's structured
+    chains when it declares them, otherwise those its ``is_compressible`` accepts (or all)."""
+    chains = net.structured_chains() if hasattr(net, "structured_chains") else []
+    if chains:
+        in_chains = {id(layer) for chain in chains for layer, _ in chain}
+        return [m for m in net.modules() if id(m) in in_chains]
     check = getattr(net, "is_compressible", None)
     return [m for m in net.modules() if is_prunable_type(m) and (check is None or check(m))]
 
@@ -18,3 +23,8 @@ def structured_chains(net):
     if not chains:
         chains = [[(m, 0) for m in prunable_layers(net)]]
     return chains
+
+
+def unit_companions(net):
+    """``{id(layer): [modules]}``: time-only modules whose output rows are ``layer``'s units."""
+    return net.unit_companions() if hasattr(net, "unit_companions") else {}
