@@ -136,3 +136,121 @@ def cascade_run(tmp_path_factory, tiny_experiment_class, torch_single_thread):
     exp = tiny_experiment_class(tmp_path_factory.mktemp("cascade"))
     rc = exp.run()
     return exp, exp.path("out"), rc
+
+
+# ---------------------------------------------------------------------------------------------
+# The real torchprune v2.2.0 (../shared/vendor), for the tests of running under its runner
+# ---------------------------------------------------------------------------------------------
+
+#: torchprune's import-time dependencies that no code path of ours uses: stubbed in the child
+#: processes that import torchprune (torch.utils.tensorboard checks tensorboard's version).
+TORCHPRUNE_STUBS = ("transformers", "datasets", "cvxpy", "imagecorruptions", "seaborn", "tensorboard",
+                    "torch.utils.tensorboard")
+
+_STUB_SITECUSTOMIZE = '''
+"""Test fixture: stub modules for torchprune's heavy import-time dependencies."""
+import importlib.abc
+import importlib.machinery
+import sys
+
+STUBS = %r
+
+
+class _Anything(type):
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Stub
+
+
+class Stub(metaclass=_Anything):
+    """Any attribute, call or subclass works and does nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return Stub()
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Stub()
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path, target=None):
+        if any(fullname == s or fullname.startswith(s + ".") for s in STUBS):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__path__ = []
+        module.__getattr__ = _module_getattr
+
+
+def _module_getattr(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return Stub
+
+
+sys.meta_path.insert(0, _StubFinder())
+'''
+
+
+#: the pristine upstream snapshots, beside the shared data (tests using them skip without them)
+SHARED_VENDOR = os.path.join(os.path.dirname(SHARED_DATA), "vendor")
+
+
+class RealTorchprune:
+    """A copy of the vendored torchprune (+ FFJORD's ``lib/``) in a temporary folder, importable
+    in child processes through :meth:`env`; the vendored files themselves are never touched."""
+
+    def __init__(self, root):
+        import shutil
+
+        src = os.path.join(root, "src")
+        shutil.copytree(os.path.join(SHARED_VENDOR, "torchprune-v2.2.0", "src"), src)
+        self.ffjord = os.path.join(src, "torchprune", "torchprune", "util", "external", "ffjord")
+        shutil.copytree(os.path.join(SHARED_VENDOR, "ffjord", "lib"), os.path.join(self.ffjord, "lib"))
+        for folder, _, _ in os.walk(root):
+            os.chmod(folder, 0o755)
+        self.stubs = os.path.join(root, "stubs")
+        os.makedirs(self.stubs)
+        with open(os.path.join(self.stubs, "sitecustomize.py"), "w") as handle:
+            handle.write(_STUB_SITECUSTOMIZE % (TORCHPRUNE_STUBS,))
+        self.torchprune_src = os.path.join(src, "torchprune")
+        self.experiment_src = os.path.join(src, "experiment")
+
+    def env(self, with_runner=True, **extra):
+        """Environment for a child process: stubs, torchprune (and its runner) importable."""
+        env = dict(os.environ)
+        paths = [self.stubs, self.torchprune_src, self.ffjord] + ([self.experiment_src] if with_runner else [])
+        env["PYTHONPATH"] = os.pathsep.join(paths + [REPO_ROOT])
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        env.pop("TORCHPRUNE_FLOWS_NO_BRIDGE", None)
+        env.pop("TORCHPRUNE_FLOWS_KEEP_TORCHPRUNE", None)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def python(self, code_or_args, cwd, timeout=600, check=True, **env):
+        """Run ``python -c CODE`` (a string) or ``python ARGS`` (a list) in ``cwd``."""
+        import subprocess
+
+        args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
+        proc = subprocess.run([sys.executable, *args], cwd=cwd, env=self.env(**env), capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def real_torchprune(tmp_path_factory):
+    if not os.path.isdir(os.path.join(SHARED_VENDOR, "torchprune-v2.2.0")):
+        pytest.skip(f"the vendored torchprune is not at {SHARED_VENDOR} (../shared/vendor)")
+    return RealTorchprune(str(tmp_path_factory.mktemp("torchprune")))

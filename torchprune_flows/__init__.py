@@ -1,7 +1,9 @@
 """torchprune-flows: Sparse Flows (pruned continuous normalizing flows and neural ODEs).
 
-Importing the package registers the built-in networks, datasets, losses and metrics and, when
-``torchprune`` is importable, installs every entry into torchprune's lookup modules.
+Importing the package registers the built-in networks, datasets, losses and metrics and makes
+torchprune's lookup modules resolve them whenever torchprune is imported (see
+:mod:`torchprune_flows.registry.torchprune_bridge`; torchprune itself is not imported here). In a
+worker process of ``--engine torchprune`` it also loads the launcher's plugins and patches.
 """
 from .registry import (  # noqa: F401
     build_dataset,
@@ -17,4 +19,7 @@ from .cnf import CNF, SolverSpec, nfe_counts  # noqa: F401,E402
 
 __version__ = "0.1.0"
 from .registry.torchprune_bridge import install_into_torchprune, maybe_install_into_torchprune  # noqa
+from .torchprune.engine import prepare_worker_process  # noqa: E402
+
 maybe_install_into_torchprune()
+prepare_worker_process()

@@ -216,8 +216,15 @@ class TabularDataset(RowDataset):
 
     @classmethod
     def locate_files(cls, root, file_dir=None):
-        """Absolute paths of the dataset's files, extracted from the MAF archive if needed."""
+        """Absolute paths of the dataset's files: unpacked in ``root`` or, failing that, in
+        ``file_dir`` (torchprune passes its ``directories.training_data`` there), else extracted
+        into ``root`` from the MAF archive in either folder."""
         paths = tuple(os.path.join(root, *relative.split("/")) for relative in cls.files)
+        if file_dir:
+            elsewhere = tuple(os.path.join(os.path.abspath(os.path.expanduser(str(file_dir))), *relative.split("/"))
+                              for relative in cls.files)
+            if not all(os.path.isfile(path) for path in paths) and all(os.path.isfile(p) for p in elsewhere):
+                return elsewhere
         missing = [relative for relative, path in zip(cls.files, paths) if not os.path.isfile(path)]
         if missing:
             archives = cls.archive_candidates(root, file_dir)

@@ -1,4 +1,7 @@
-"""Solver options encoded in network-name suffixes (``_da``, ``_high_tol``, ``_rk4_autograd``, ...)."""
+"""Solver options encoded in network-name suffixes (``_da``, ``_high_tol``, ``_rk4_autograd``, ...).
+
+Suffixes combine left to right, later ones overriding earlier options (``_da_autograd``).
+"""
 
 SUFFIX_OPTIONS = {
     "da": dict(method="dopri5", adjoint=True),
@@ -9,6 +12,7 @@ SUFFIX_OPTIONS = {
     "rk4_autograd": dict(method="rk4", adjoint=False),
     "euler_adjoint": dict(method="euler", adjoint=True),
     "euler_autograd": dict(method="euler", adjoint=False),
+    "autograd": dict(adjoint=False),  # after "_da": torchprune's "_da_autograd" = dopri5, backprop
 }
 
 

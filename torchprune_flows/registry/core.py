@@ -57,6 +57,7 @@ class Registry:
         self.kind = kind
         self._exact = {}
         self._families = []  # (template, regex, int_fields, factory), in registration order
+        self._members = {}  # family member name -> its bound factory (one object per name)
         self._listeners = []
 
     # -- registration ---------------------------------------------------------------
@@ -64,6 +65,7 @@ class Registry:
         """Register ``obj`` under ``name``; usable as ``@registry.register(name)``."""
         if obj is None:
             return lambda o: self.register(name, o)
+        self._members.clear()
         if is_template(name):
             regex, ints = _template_to_regex(name)
             self._families = [f for f in self._families if f[0] != name]
@@ -85,6 +87,10 @@ class Registry:
 
     def __contains__(self, name):
         return self._match(name) is not None
+
+    def parses(self, name):
+        """Whether one of the family templates (not an exact name) matches ``name``."""
+        return any(regex.match(name) for _, regex, _, _ in self._families)
 
     def _match(self, name):
         if name in self._exact:
@@ -111,7 +117,9 @@ class Registry:
             raise UnknownNameError(self.unknown_message(name))
         obj, fields = found
         if fields:
-            return _bind_fields(obj, name, fields)
+            if name not in self._members:
+                self._members[name] = _bind_fields(obj, name, fields)
+            return self._members[name]
         return obj
 
     def build(self, name, **kwargs):

@@ -25,6 +25,10 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                         help="import MODULE before resolving names (repeatable)")
+    parser.add_argument("--engine", choices=["ours", "torchprune"], default="ours",
+                        help="'torchprune': run torchprune's own runner on CONFIG with our networks, "
+                             "datasets, losses and metrics (it needs torchprune installed; results go "
+                             "to the config's directories.results)")
     return parser.parse_args(argv)
 
 
@@ -93,8 +97,28 @@ def _lock_folder(out_dir):
     return handle
 
 
+def run_torchprune_engine(args):
+    """``--engine torchprune``: torchprune's runner reads CONFIG itself, as it is."""
+    from torchprune_flows.torchprune.engine import EngineError, run
+
+    if args.overrides or args.out or args.device != "cpu":
+        given = [flag for flag, value in (("--set", args.overrides), ("--out", args.out),
+                                          ("--device", args.device != "cpu")) if value]
+        print(f"error: {', '.join(given)} only apply to our runner; torchprune's runner reads CONFIG "
+              "as it is (edit it, or drop --engine torchprune)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, [])
+        return run(args.config, list(cfg.get("plugins", [])) + args.plugins)
+    except (ConfigError, PluginImportError, EngineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.engine == "torchprune":
+        return run_torchprune_engine(args)
     try:
         cfg, out_dir, runs = prepare(args)
         check_resume(out_dir, cfg)

@@ -499,9 +499,13 @@ _CUSTOMIZATION = {
     "value": _Field(_anything),
 }
 
+# torchprune's own top-level keys: accepted (configs run under both runners) and kept when
+# given; our runner has no coreset-based method and draws its own plots.
+_TORCHPRUNE_ONLY = ["coresets", "blacklist", "network_names", "network_colors"]
+
 _TOP_LEVEL = [
     "network", "training", "retraining", "experiments", "directories",
-    "customizations", "seed", "plugins", "file",
+    "customizations", "seed", "plugins", "file", *_TORCHPRUNE_ONLY,
 ]
 
 
@@ -599,7 +603,9 @@ def _validate(cfg: dict) -> dict:
             raise ConfigError(f"missing required key '{key}'; add the '{key}:' section")
     raw_training = cfg["training"] if isinstance(cfg["training"], dict) else {}
     training = _check_mapping(cfg["training"], _TRAINING, "training")
+    passthrough = {key: copy.deepcopy(cfg[key]) for key in _TORCHPRUNE_ONLY if key in cfg}
     return {
+        **passthrough,
         "network": _check_mapping(cfg["network"], _NETWORK, "network"),
         "training": training,
         "retraining": _check_retraining(cfg.get("retraining"), raw_training, training),

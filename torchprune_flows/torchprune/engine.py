@@ -1,0 +1,153 @@
+"""``torchprune-flows CONFIG --engine torchprune``: torchprune's own runner on our flows.
+
+The launcher
+
+1. finds torchprune's runner: an importable ``experiment.main`` (torchprune's ``experiment``
+   distribution) or, failing that, ``src/experiment`` beside an importable ``src/torchprune``
+   source tree, and its ``param/default.yaml``;
+2. applies :mod:`.compat` and puts FFJORD's ``lib/`` (which torchprune imports absolutely as
+   ``lib.layers``) on the path;
+3. registers our networks, datasets, losses and metrics, and the config's and ``--plugin``
+   modules, in this process and, through the environment, in every worker process torchprune
+   spawns (a spawned worker imports ``torchprune_flows`` when it re-imports the launcher's main
+   module or unpickles one of our nets; :func:`prepare_worker_process` then loads the same
+   plugins and patches);
+4. runs ``experiment.main.main()`` on the config, unchanged: results land where torchprune puts
+   them (``directories.results``).
+
+Anything missing stops with one ``error:`` line that says what to install.
+"""
+import importlib
+import importlib.util
+import os
+import sys
+
+from . import compat
+
+PLUGINS_ENV = "TORCHPRUNE_FLOWS_PLUGINS"
+
+INSTALL_HINT = (
+    "install torchprune v2.2.0 from its repository (it is not on PyPI): "
+    "git clone https://github.com/lucaslie/torchprune && pip install --no-deps "
+    "--ignore-requires-python ./torchprune/src/torchprune ./torchprune/src/experiment, and copy "
+    "FFJORD's lib/ folder (github.com/rtqichen/ffjord) to torchprune/util/external/ffjord/lib"
+)
+DEPENDENCY_HINT = (
+    "install torchprune's import-time dependencies: pip install transformers datasets cvxpy "
+    "imagecorruptions 'setuptools<81' seaborn six requests tensorboard"
+)
+
+
+class EngineError(Exception):
+    """Something the user must install or fix before torchprune's runner can start."""
+
+
+def _find(name):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def _is_torchprune_experiment(module):
+    return hasattr(module, "Evaluator") and hasattr(module, "Logger")
+
+
+def _source_tree_runner():
+    """``src/experiment`` beside an importable torchprune source tree (``src/torchprune``)."""
+    spec = _find("torchprune")
+    if spec is None or not spec.origin:
+        return None
+    candidate = os.path.join(os.path.dirname(spec.origin), os.pardir, os.pardir, "experiment")
+    candidate = os.path.abspath(candidate)
+    if os.path.isfile(os.path.join(candidate, "experiment", "main.py")):
+        return candidate
+    return None
+
+
+def _forget_our_namespace():
+    """Drop an imported ``experiment`` that is not torchprune's (our namespace portion, when run
+    as ``python -m experiment``), so that torchprune's regular package can be imported."""
+    loaded = sys.modules.get("experiment")
+    if loaded is not None and not _is_torchprune_experiment(loaded):
+        for name in [m for m in sys.modules if m == "experiment" or m.startswith("experiment.")]:
+            sys.modules.pop(name)
+
+
+def locate_runner():
+    """Make torchprune's ``experiment`` package importable; returns its folder."""
+    _forget_our_namespace()
+    spec = _find("experiment.main")
+    if spec is None:
+        source = _source_tree_runner()
+        if source is not None:
+            sys.path.insert(0, source)
+            importlib.invalidate_caches()
+            _forget_our_namespace()
+            spec = _find("experiment.main")
+    if spec is None or not spec.origin:
+        raise EngineError(f"torchprune's runner (its 'experiment' package) is not installed; {INSTALL_HINT}")
+    folder = os.path.dirname(spec.origin)
+    if not os.path.isfile(os.path.join(folder, "param", "default.yaml")):
+        raise EngineError(f"torchprune's runner in {folder} lacks param/default.yaml; reinstall it from "
+                          "its repository with its package data (pip install ./torchprune/src/experiment)")
+    return folder
+
+
+def _ffjord_on_path():
+    """torchprune's FFJORD code imports ``lib.layers``: put its ``external/ffjord`` on the path."""
+    spec = _find("torchprune")
+    folder = os.path.join(os.path.dirname(spec.origin), "util", "external", "ffjord")
+    if not os.path.isdir(os.path.join(folder, "lib")):
+        raise EngineError(f"torchprune's FFJORD code is missing: {folder}/lib does not exist; copy "
+                          "FFJORD's lib/ folder (github.com/rtqichen/ffjord) there")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if folder not in paths:  # for worker processes
+        os.environ["PYTHONPATH"] = os.pathsep.join([p for p in paths if p] + [folder])
+
+
+def export_to_workers(plugins):
+    """Put the patches and ``plugins`` in the environment that worker processes inherit."""
+    os.environ[compat.COMPAT_ENV] = "1"
+    os.environ[PLUGINS_ENV] = ",".join(plugins)
+
+
+def prepare_worker_process():
+    """In any process whose environment the launcher set: the same patches and plugins."""
+    if os.environ.get(compat.COMPAT_ENV):
+        compat.apply()
+    plugins = [p for p in os.environ.get(PLUGINS_ENV, "").split(",") if p]
+    if plugins:
+        from ..registry import load_plugins
+
+        load_plugins(plugins)
+
+
+def run(config, plugins=()):
+    """Run torchprune's runner on ``config`` with our entries registered; returns its exit code."""
+    from ..registry import load_plugins
+    from ..registry.torchprune_bridge import install_into_torchprune
+
+    if not os.path.isfile(config):
+        raise EngineError(f"config file not found: {config}")
+    if _find("torchprune") is None:
+        raise EngineError(f"torchprune is not installed; {INSTALL_HINT}")
+    export_to_workers(plugins)
+    compat.apply()
+    _ffjord_on_path()
+    load_plugins(list(plugins))
+    try:
+        locate_runner()
+        install_into_torchprune()
+        runner = importlib.import_module("experiment.main")
+    except ModuleNotFoundError as err:
+        raise EngineError(f"torchprune cannot be imported ({err}); {DEPENDENCY_HINT}") from err
+    argv = sys.argv
+    sys.argv = ["experiment.main", config]
+    try:
+        runner.main()
+    finally:
+        sys.argv = argv
+    return 0
