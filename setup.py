@@ -22,6 +22,7 @@ setup(
         "pandas",
         "h5py",
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    # six and requests: imported by the vendored torchprune that the tests run against
+    extras_require={"test": ["pytest", "pytest-benchmark", "six", "requests"]},
     entry_points={"console_scripts": ["torchprune-flows=torchprune_flows.runner.cli:run_from_command_line"]},
 )
