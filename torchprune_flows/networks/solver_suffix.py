@@ -1,4 +1,5 @@
 """Solver options encoded in network-name suffixes (``_da``, ``_high_tol``, ``_rk4_autograd``, ...)."""
+from ..registry import Choices
 
 SUFFIX_OPTIONS = {
     "da": dict(method="dopri5", adjoint=True),
@@ -27,3 +28,7 @@ def parse_solver_suffix(suffix):
                 + ", ".join("_" + k for k in SUFFIX_OPTIONS)
             )
     return options
+
+
+#: the ``{suffix}`` field of the network families' names: suffixes joined by "_"
+SUFFIX_CHOICES = Choices(SUFFIX_OPTIONS, joined="_", check=parse_solver_suffix)

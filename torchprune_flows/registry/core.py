@@ -1,4 +1,4 @@
-"""Name -> factory registries with pattern-named families and close-match errors.
+"""Name -> factory registries with pattern-named families, examples and close-match errors.
 
 A registry maps names to factories. An entry is either an exact name (``"ToyGaussians"``) or a
 *family template* such as ``"ffjord_l{layers:d}_h{hidden:d}_{activation}[_{suffix:*}]"``:
@@ -8,10 +8,28 @@ A registry maps names to factories. An entry is either an exact name (``"ToyGaus
 - ``{field:*}``   anything non-empty (underscores included),
 - ``[...]``       an optional part; an absent field is passed as ``None``.
 
-Parsed fields are given to the factory as keyword arguments, followed by the caller's own.
+Parsed fields are given to the factory as keyword arguments, followed by the caller's own; a
+caller's keyword that names a field is a :class:`TypeError` (the name already sets it).
+
+A registration may carry
+
+- ``examples``: small members that build fast (names, or ``(name, kwargs)`` pairs for the
+  keyword arguments a quick build needs). :meth:`Registry.families` lists them, so tests can
+  run over every family; each example must be a valid member of its entry.
+- ``choices``: ``{field: Choices(...)}``, the values a field accepts. A name whose field is not
+  among them does not resolve (:class:`InvalidFieldError`), and the error suggests full valid
+  names close to the one given.
+
+Registering a name or template again with a different object replaces the old entry with a
+:class:`UserWarning`; registering the same object again is silent.
 """
+import collections
 import difflib
+import fnmatch
+import itertools
 import re
+import string
+import warnings
 
 
 class UnknownNameError(KeyError):
@@ -21,9 +39,88 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class InvalidFieldError(UnknownNameError, ValueError):
+    """A name matches a family template, but a field's value is not one the family accepts."""
+
+
 PLURALS = {"network": "networks", "dataset": "datasets", "loss": "losses", "metric": "metrics"}
 _FIELD = re.compile(r"\{(\w+)(?::([d*]))?\}")
 _FIELD_PATTERNS = {None: r"[a-z0-9]+", "d": r"\d+", "*": r".+"}
+#: names longer than this get no single-edit repair suggestions (the search grows with length)
+_MAX_REPAIR_LENGTH = 80
+
+
+class Example(collections.namedtuple("Example", "name kwargs")):
+    """A small member of a registry entry: ``registry.build(example.name, **example.kwargs)``."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        if not self.kwargs:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())})"
+
+    @classmethod
+    def of(cls, example):
+        """An :class:`Example` from a name, a ``(name, kwargs)`` pair or an Example."""
+        if isinstance(example, str):
+            return cls(example, {})
+        name, kwargs = example
+        if not isinstance(name, str) or not isinstance(kwargs, dict):
+            raise TypeError(f"an example is a name or a (name, kwargs dict) pair, got {example!r}")
+        return cls(name, dict(kwargs))
+
+
+class Choices:
+    """The values a template field accepts, for validation and for suggestions.
+
+    ``values``: the valid values. With ``joined`` (a separator) a valid value is one or more of
+    them joined by it, e.g. solver suffixes ``da`` or ``da_high_tol`` with ``joined="_"``;
+    suggestions then draw on joins of up to ``max_parts`` distinct values. ``check(value)``, if
+    given, decides validity instead and explains an invalid value by raising ``ValueError``.
+    """
+
+    def __init__(self, values, joined=None, check=None, max_parts=2):
+        self.values = tuple(values)
+        self.joined = joined
+        self.check = check
+        self.max_parts = max_parts
+
+    def _parses(self, value):
+        rest, longest_first = value, sorted(self.values, key=len, reverse=True)
+        while rest:
+            for part in longest_first:
+                if rest == part:
+                    return True
+                if rest.startswith(part + self.joined):
+                    rest = rest[len(part) + len(self.joined):]
+                    break
+            else:
+                return False
+        return False  # a trailing separator
+
+    def problem(self, field, value):
+        """``None`` for a valid ``value``, else one line saying why it is not."""
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as err:
+                return " ".join(str(err).split())
+            return None
+        if value in self.values or (self.joined is not None and self._parses(value)):
+            return None
+        how = f" joined by '{self.joined}'" if self.joined is not None else ""
+        return f"{field} '{value}' is not valid; choose from {', '.join(self.values)}{how}"
+
+    def __contains__(self, value):
+        return self.problem("value", value) is None
+
+    def candidates(self):
+        """Valid values to draw suggestions from."""
+        if self.joined is None:
+            return list(self.values)
+        return [self.joined.join(parts) for n in range(1, self.max_parts + 1)
+                for parts in itertools.permutations(self.values, n)]
 
 
 def _template_to_regex(template):
@@ -50,6 +147,19 @@ def is_template(name):
     return bool(_FIELD.search(name))
 
 
+def _template_fields(template):
+    return [m.group(1) for m in _FIELD.finditer(template)]
+
+
+def _stripped(template):
+    """A template without its fields and brackets (close-match candidate for literal typos)."""
+    return _FIELD.sub("", template.replace("[", "").replace("]", ""))
+
+
+def _patterns(pattern):
+    return [pattern] if isinstance(pattern, str) else list(pattern)
+
+
 class Registry:
     """Entries of one kind (networks, datasets, losses, metrics)."""
 
@@ -58,93 +168,293 @@ class Registry:
         self._exact = {}
         self._families = []  # (template, regex, int_fields, factory), in registration order
         self._listeners = []
+        self._examples = {}  # entry -> tuple of Example
+        self._choices = {}  # template -> {field: Choices}
 
     # -- registration ---------------------------------------------------------------
-    def register(self, name, obj=None):
-        """Register ``obj`` under ``name``; usable as ``@registry.register(name)``."""
+    def register(self, name, obj=None, *, examples=None, choices=None):
+        """Register ``obj`` under ``name``; usable as ``@registry.register(name)``.
+
+        ``examples`` and ``choices``: see the module docstring. Re-registering ``name`` with a
+        different object warns and replaces the entry (and its examples and choices).
+        """
         if obj is None:
-            return lambda o: self.register(name, o)
+            def decorate(o):
+                return self._add(name, o, examples, choices)
+
+            return decorate
+        return self._add(name, obj, examples, choices)
+
+    def _add(self, name, obj, examples, choices):
+        choices = self._check_choices(name, choices)
+        previous = self._entry(name)
+        if choices or previous is not obj:
+            kept_choices = choices
+        else:  # the same object again without choices keeps its choices
+            kept_choices = self._choices.get(name, {})
+        if examples is not None:
+            examples = self._check_examples(name, examples, kept_choices)
+        if previous is not None and previous is not obj:
+            what = f"{self.kind} family '{name}'" if is_template(name) else f"{self.kind} '{name}'"
+            warnings.warn(f"{what} is registered again with a different object ({obj!r}, was {previous!r}); "
+                          "the new registration replaces the old one", UserWarning, stacklevel=3)
         if is_template(name):
             regex, ints = _template_to_regex(name)
             self._families = [f for f in self._families if f[0] != name]
             self._families.append((name, regex, ints, obj))
+            self._choices[name] = kept_choices
         else:
             self._exact[name] = obj
+        if examples is not None:
+            self._examples[name] = examples
+        elif previous is not obj:
+            self._examples.pop(name, None)
         for listener in self._listeners:
             listener(name, obj)
         return obj
+
+    def _entry(self, name):
+        if is_template(name):
+            return next((f[3] for f in self._families if f[0] == name), None)
+        return self._exact.get(name)
+
+    def _check_choices(self, name, choices):
+        choices = dict(choices or {})
+        unknown = sorted(set(choices) - set(_template_fields(name)))
+        if unknown:
+            raise ValueError(f"choices for {unknown} given, but '{name}' has no such field")
+        for field, domain in choices.items():
+            if not isinstance(domain, Choices):
+                raise TypeError(f"choices['{field}'] must be a Choices object, got {type(domain).__name__}")
+        return choices
+
+    def _check_examples(self, name, examples, choices):
+        examples = tuple(Example.of(e) for e in examples)
+        for example in examples:
+            if is_template(name):
+                regex, ints = _template_to_regex(name)
+                match = regex.match(example.name)
+                fields = _fields_of(match, ints) if match else None
+                problem = None if fields is None else _problem(choices, fields)
+                if fields is None or problem:
+                    raise ValueError(f"example '{example.name}' is not a member of the {self.kind} family "
+                                     f"'{name}'{': ' + problem if problem else ''}")
+            elif example.name != name:
+                raise ValueError(f"example '{example.name}' of the {self.kind} '{name}' must be that name")
+        return examples
 
     def add_listener(self, callback):
         """Call ``callback(name, obj)`` for every later registration (used by the bridge)."""
         self._listeners.append(callback)
 
-    # -- lookup ---------------------------------------------------------------------
-    def names(self):
-        """Exact names and family templates, sorted."""
-        return sorted(self._exact) + [f[0] for f in self._families]
+    # -- listing --------------------------------------------------------------------
+    def names(self, pattern=None):
+        """Exact names (sorted), then family templates (in registration order).
 
+        ``pattern``: keep only entries matching a shell wildcard (:func:`fnmatch.fnmatchcase`,
+        ``*``, ``?``, ``[seq]``), or any of a list of them; templates are matched as written.
+        """
+        listed = sorted(self._exact) + [f[0] for f in self._families]
+        if pattern is None:
+            return listed
+        return [name for name in listed if any(fnmatch.fnmatchcase(name, p) for p in _patterns(pattern))]
+
+    def examples(self, name):
+        """The examples registered with the entry ``name`` (an exact name or a template)."""
+        return self._examples.get(name, ())
+
+    def families(self, pattern=None):
+        """``{entry: (Example, ...)}`` for every family template and every exact name registered
+        with examples (a family of one, sized by keyword arguments), in :meth:`names` order.
+
+        ``pattern`` (wildcards, as for :meth:`names`) keeps entries whose name or one of whose
+        examples' names matches.
+        """
+        out = {}
+        for name in self.names():
+            if not (is_template(name) or name in self._examples):
+                continue
+            examples = self.examples(name)
+            if pattern is None or any(fnmatch.fnmatchcase(candidate, p) for p in _patterns(pattern)
+                                      for candidate in [name] + [e.name for e in examples]):
+                out[name] = examples
+        return out
+
+    # -- lookup ---------------------------------------------------------------------
     def __contains__(self, name):
-        return self._match(name) is not None
+        return self._valid(name)
 
     def _match(self, name):
+        """``(obj, fields)`` of the exact name or the latest family whose template matches, or None.
+
+        Fields are not checked against the family's choices (see :meth:`get`).
+        """
         if name in self._exact:
             return self._exact[name], {}
         for _, regex, ints, factory in reversed(self._families):
             match = regex.match(name)
             if match:
-                fields = {
-                    k: (int(v) if k in ints and v is not None else v)
-                    for k, v in match.groupdict().items()
-                }
-                return factory, fields
+                return factory, _fields_of(match, ints)
         return None
+
+    def _lookup(self, name):
+        """``((obj, fields, template), None)`` for a valid member; ``(None, (template, problem))``
+        when templates match but none accepts the fields; ``(None, None)`` when nothing matches."""
+        if name in self._exact:
+            return (self._exact[name], {}, None), None
+        rejected = None
+        for template, regex, ints, factory in reversed(self._families):
+            match = regex.match(name)
+            if not match:
+                continue
+            fields = _fields_of(match, ints)
+            problem = _problem(self._choices.get(template, {}), fields)
+            if problem is None:
+                return (factory, fields, template), None
+            rejected = rejected or (template, problem)
+        return None, rejected
+
+    def _resolve(self, name):
+        """``(obj, fields, template)`` of a valid member, ``None`` when no template matches; raises
+        :class:`InvalidFieldError` when templates match but none accepts the fields."""
+        found, rejected = self._lookup(name)
+        if rejected is not None:
+            template, problem = rejected
+            raise InvalidFieldError(self._message(name, f"not a member of the family '{template}': {problem}"))
+        return found
 
     def get(self, name):
         """The registered object for an exact name (a class or factory)."""
-        found = self._match(name)
-        if found is None:
-            from .plugins import load_entry_point_plugins
-
-            if load_entry_point_plugins():
-                found = self._match(name)
+        try:
+            found = self._resolve(name)
+        except InvalidFieldError:
+            if not self._load_plugins():
+                raise
+            found = self._resolve(name)
+        else:
+            if found is None and self._load_plugins():
+                found = self._resolve(name)
         if found is None:
             raise UnknownNameError(self.unknown_message(name))
-        obj, fields = found
+        obj, fields, template = found
         if fields:
-            return _bind_fields(obj, name, fields)
+            return _bind_fields(obj, name, fields, self.kind, template)
         return obj
+
+    @staticmethod
+    def _load_plugins():
+        from .plugins import load_entry_point_plugins
+
+        return load_entry_point_plugins()
 
     def build(self, name, **kwargs):
         return self.get(name)(**kwargs)
 
+    # -- errors ---------------------------------------------------------------------
+    def _valid(self, name):
+        return self._lookup(name)[0] is not None
+
+    def _field_repairs(self, name):
+        """Valid names made by replacing an unaccepted field value with close accepted ones."""
+        repaired = []
+        for template, regex, ints, _ in reversed(self._families):
+            match = regex.match(name)
+            choices = self._choices.get(template, {})
+            if not match or not choices:
+                continue
+            options = []
+            for field, value in match.groupdict().items():
+                if value is None or field not in choices or choices[field].problem(field, value) is None:
+                    continue
+                close = difflib.get_close_matches(value, choices[field].candidates(), n=3, cutoff=0.5)
+                options.append([(match.span(field), v) for v in close])
+            for combination in itertools.product(*options) if options else ():
+                candidate = name
+                for (start, end), value in sorted(combination, reverse=True):
+                    candidate = candidate[:start] + value + candidate[end:]
+                if self._valid(candidate) and candidate not in repaired:
+                    repaired.append(candidate)
+        return repaired
+
+    def _single_edits(self, name):
+        """Valid names one deletion, transposition, substitution or insertion away from ``name``."""
+        if len(name) > _MAX_REPAIR_LENGTH:
+            return []
+        alphabet = set(string.ascii_lowercase + string.digits + "_")
+        alphabet.update(c for entry in self._exact for c in entry)
+        alphabet.update(c for f in self._families for c in _stripped(f[0]))
+        splits = [(name[:i], name[i:]) for i in range(len(name) + 1)]
+        edits = {a + b[1:] for a, b in splits if b}
+        edits |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+        edits |= {a + c + b[1:] for a, b in splits if b for c in alphabet}
+        edits |= {a + c + b for a, b in splits for c in alphabet}
+        edits.discard(name)
+        return [candidate for candidate in edits if self._valid(candidate)]
+
+    def close_names(self, name, n=3):
+        """Up to ``n`` full valid names close to ``name``, closest first."""
+        found = self._field_repairs(name)
+        ratio = {c: difflib.SequenceMatcher(None, name, c).ratio() for c in self._single_edits(name)}
+        found += [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if c not in found]
+        return found[:n]
+
+    def _message(self, name, reason):
+        close = self.close_names(name)
+        hint = f"; valid names close to it: {', '.join(close)}" if close else ""
+        return (f"{self.kind} '{name}' is {reason}{hint} "
+                f"(list all with: python -m torchprune_flows.registry {PLURALS.get(self.kind, self.kind)})")
+
     def unknown_message(self, name):
+        shown = self.close_names(name)
         candidates = list(self._exact)
         for template, _, _, _ in self._families:
             candidates.append(template)
-            candidates.append(_FIELD.sub("", template.replace("[", "").replace("]", "")))
-        close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.5)
-        shown = []
-        for c in close:  # show templates, not their stripped forms
-            for template, _, _, _ in self._families:
-                if c == _FIELD.sub("", template.replace("[", "").replace("]", "")):
+            candidates.append(_stripped(template))
+        for c in difflib.get_close_matches(name, candidates, n=4, cutoff=0.5):
+            for template, _, _, _ in self._families:  # show templates, not their stripped forms
+                if c == _stripped(template):
                     c = template
             if c not in shown:
                 shown.append(c)
-        hint = f"; did you mean {', '.join(shown)}?" if shown else ""
+        hint = f"; did you mean {', '.join(shown[:5])}?" if shown else ""
         return (
             f"unknown {self.kind} '{name}'{hint} "
             f"(list all with: python -m torchprune_flows.registry {PLURALS.get(self.kind, self.kind)})"
         )
 
 
-def _bind_fields(factory, name, fields):
+def _fields_of(match, ints):
+    return {k: (int(v) if k in ints and v is not None else v) for k, v in match.groupdict().items()}
+
+
+def _problem(choices, fields):
+    """The first field value outside its choices, explained; ``None`` when all are accepted."""
+    for field, domain in choices.items():
+        value = fields.get(field)
+        if value is not None:
+            problem = domain.problem(field, value)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _bind_fields(factory, name, fields, kind="network", template=None):
     """A factory for one concrete family member: parsed fields + caller kwargs."""
 
     def member(**kwargs):
+        clash = [k for k in kwargs if k in fields]
+        if clash:
+            given = ", ".join(f"{k}={fields[k]!r}" if fields[k] is not None else f"{k} (left out of the name)"
+                              for k in clash)
+            raise TypeError(
+                f"{kind} '{name}': keyword argument{'s' if len(clash) > 1 else ''} {', '.join(clash)} "
+                f"collide{'' if len(clash) > 1 else 's'} with the name's field{'s' if len(clash) > 1 else ''} "
+                f"{given} of the family '{template}'; set {'them' if len(clash) > 1 else 'it'} in the name")
         return factory(**fields, **kwargs)
 
     member.__name__ = name
     member.__qualname__ = name
     member.__doc__ = factory.__doc__
     member.family_fields = dict(fields)
+    member.family_template = template
     return member
