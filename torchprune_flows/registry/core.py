@@ -23,13 +23,13 @@ A registration may carry
 Registering a name or template again with a different object replaces the old entry with a
 :class:`UserWarning`; registering the same object again is silent.
 """
-import collections
 import difflib
 import fnmatch
-import itertools
 import re
-import string
 import warnings
+
+from .members import Choices, Example  # noqa: F401  (part of this module's interface)
+from .suggest import close_names
 
 
 class UnknownNameError(KeyError):
@@ -46,81 +46,6 @@ class InvalidFieldError(UnknownNameError, ValueError):
 PLURALS = {"network": "networks", "dataset": "datasets", "loss": "losses", "metric": "metrics"}
 _FIELD = re.compile(r"\{(\w+)(?::([d*]))?\}")
 _FIELD_PATTERNS = {None: r"[a-z0-9]+", "d": r"\d+", "*": r".+"}
-#: names longer than this get no single-edit repair suggestions (the search grows with length)
-_MAX_REPAIR_LENGTH = 80
-
-
-class Example(collections.namedtuple("Example", "name kwargs")):
-    """A small member of a registry entry: ``registry.build(example.name, **example.kwargs)``."""
-
-    __slots__ = ()
-
-    def __str__(self):
-        if not self.kwargs:
-            return self.name
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())})"
-
-    @classmethod
-    def of(cls, example):
-        """An :class:`Example` from a name, a ``(name, kwargs)`` pair or an Example."""
-        if isinstance(example, str):
-            return cls(example, {})
-        name, kwargs = example
-        if not isinstance(name, str) or not isinstance(kwargs, dict):
-            raise TypeError(f"an example is a name or a (name, kwargs dict) pair, got {example!r}")
-        return cls(name, dict(kwargs))
-
-
-class Choices:
-    """The values a template field accepts, for validation and for suggestions.
-
-    ``values``: the valid values. With ``joined`` (a separator) a valid value is one or more of
-    them joined by it, e.g. solver suffixes ``da`` or ``da_high_tol`` with ``joined="_"``;
-    suggestions then draw on joins of up to ``max_parts`` distinct values. ``check(value)``, if
-    given, decides validity instead and explains an invalid value by raising ``ValueError``.
-    """
-
-    def __init__(self, values, joined=None, check=None, max_parts=2):
-        self.values = tuple(values)
-        self.joined = joined
-        self.check = check
-        self.max_parts = max_parts
-
-    def _parses(self, value):
-        rest, longest_first = value, sorted(self.values, key=len, reverse=True)
-        while rest:
-            for part in longest_first:
-                if rest == part:
-                    return True
-                if rest.startswith(part + self.joined):
-                    rest = rest[len(part) + len(self.joined):]
-                    break
-            else:
-                return False
-        return False  # a trailing separator
-
-    def problem(self, field, value):
-        """``None`` for a valid ``value``, else one line saying why it is not."""
-        if self.check is not None:
-            try:
-                self.check(value)
-            except ValueError as err:
-                return " ".join(str(err).split())
-            return None
-        if value in self.values or (self.joined is not None and self._parses(value)):
-            return None
-        how = f" joined by '{self.joined}'" if self.joined is not None else ""
-        return f"{field} '{value}' is not valid; choose from {', '.join(self.values)}{how}"
-
-    def __contains__(self, value):
-        return self.problem("value", value) is None
-
-    def candidates(self):
-        """Valid values to draw suggestions from."""
-        if self.joined is None:
-            return list(self.values)
-        return [self.joined.join(parts) for n in range(1, self.max_parts + 1)
-                for parts in itertools.permutations(self.values, n)]
 
 
 def _template_to_regex(template):
@@ -151,7 +76,7 @@ def _template_fields(template):
     return [m.group(1) for m in _FIELD.finditer(template)]
 
 
-def _stripped(template):
+def stripped_template(template):
     """A template without its fields and brackets (close-match candidate for literal typos)."""
     return _FIELD.sub("", template.replace("[", "").replace("]", ""))
 
@@ -354,49 +279,9 @@ class Registry:
     def _valid(self, name):
         return self._lookup(name)[0] is not None
 
-    def _field_repairs(self, name):
-        """Valid names made by replacing an unaccepted field value with close accepted ones."""
-        repaired = []
-        for template, regex, ints, _ in reversed(self._families):
-            match = regex.match(name)
-            choices = self._choices.get(template, {})
-            if not match or not choices:
-                continue
-            options = []
-            for field, value in match.groupdict().items():
-                if value is None or field not in choices or choices[field].problem(field, value) is None:
-                    continue
-                close = difflib.get_close_matches(value, choices[field].candidates(), n=3, cutoff=0.5)
-                options.append([(match.span(field), v) for v in close])
-            for combination in itertools.product(*options) if options else ():
-                candidate = name
-                for (start, end), value in sorted(combination, reverse=True):
-                    candidate = candidate[:start] + value + candidate[end:]
-                if self._valid(candidate) and candidate not in repaired:
-                    repaired.append(candidate)
-        return repaired
-
-    def _single_edits(self, name):
-        """Valid names one deletion, transposition, substitution or insertion away from ``name``."""
-        if len(name) > _MAX_REPAIR_LENGTH:
-            return []
-        alphabet = set(string.ascii_lowercase + string.digits + "_")
-        alphabet.update(c for entry in self._exact for c in entry)
-        alphabet.update(c for f in self._families for c in _stripped(f[0]))
-        splits = [(name[:i], name[i:]) for i in range(len(name) + 1)]
-        edits = {a + b[1:] for a, b in splits if b}
-        edits |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
-        edits |= {a + c + b[1:] for a, b in splits if b for c in alphabet}
-        edits |= {a + c + b for a, b in splits for c in alphabet}
-        edits.discard(name)
-        return [candidate for candidate in edits if self._valid(candidate)]
-
     def close_names(self, name, n=3):
-        """Up to ``n`` full valid names close to ``name``, closest first."""
-        found = self._field_repairs(name)
-        ratio = {c: difflib.SequenceMatcher(None, name, c).ratio() for c in self._single_edits(name)}
-        found += [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if c not in found]
-        return found[:n]
+        """Up to ``n`` full valid names close to ``name``, closest first (see :mod:`.suggest`)."""
+        return close_names(self, name, n)
 
     def _message(self, name, reason):
         close = self.close_names(name)
@@ -409,10 +294,10 @@ class Registry:
         candidates = list(self._exact)
         for template, _, _, _ in self._families:
             candidates.append(template)
-            candidates.append(_stripped(template))
+            candidates.append(stripped_template(template))
         for c in difflib.get_close_matches(name, candidates, n=4, cutoff=0.5):
             for template, _, _, _ in self._families:  # show templates, not their stripped forms
-                if c == _stripped(template):
+                if c == stripped_template(template):
                     c = template
             if c not in shown:
                 shown.append(c)
