@@ -9,6 +9,7 @@ from .registry import (  # noqa: F401
     build_dataset,
     build_network,
     list_entries,
+    list_families,
     register_dataset,
     register_loss,
     register_metric,

@@ -15,26 +15,26 @@ half-written behind.
 ``mnist`` and ``cifar10`` run torchvision's own downloaders (which verify the files' MD5s) and
 leave ``DIR/MNIST/raw/`` and ``DIR/cifar-10-batches-py/`` in the layouts
 :mod:`torchprune_flows.data.images` reads.
+
+This module is the only one that uses the network; unpacking archives already on disk lives in
+:mod:`torchprune_flows.data.archive`, which the dataset readers use without importing this one.
 """
 import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 
+from .archive import CHUNK, extract_members, make_folders, remove_file, remove_folders
 from .tabular import ARCHIVE_NAME, TABULAR_DATASETS
 
 MAF_RECORD = "1161203"
 MAF_URL = f"https://zenodo.org/records/{MAF_RECORD}/files/{ARCHIVE_NAME}"
 MAF_METADATA_URL = f"https://zenodo.org/api/records/{MAF_RECORD}"
 USER_AGENT = "torchprune-flows"
-CHUNK = 1 << 20
 
 
 class DownloadError(RuntimeError):
@@ -44,103 +44,6 @@ class DownloadError(RuntimeError):
 def maf_files():
     """Relative paths of every tabular dataset's files inside the unpacked MAF archive."""
     return [relative for cls in TABULAR_DATASETS for relative in cls.files]
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic extraction (shared with torchprune_flows.data.tabular)
-# --------------------------------------------------------------------------------------------
-def _member_matches(name, relative):
-    """``name`` is ``relative`` or ends with ``/relative`` (e.g. the archive's ``data/`` prefix)."""
-    name = name.replace("\\", "/")
-    while name.startswith("./"):
-        name = name[2:]
-    name = name.lstrip("/")
-    return name == relative or name.endswith("/" + relative)
-
-
-def _make_folders(folder, created):
-    """``os.makedirs(folder)``, recording (outermost first) the folders that did not exist."""
-    missing = []
-    while folder and not os.path.isdir(folder):
-        missing.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    for path in reversed(missing):
-        os.makedirs(path, exist_ok=True)
-        created.append(path)
-
-
-def _copy_to_temp(source, destination):
-    """Copy the file object ``source`` into a new temporary file next to ``destination``."""
-    folder, base = os.path.split(destination)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(source, out, CHUNK)
-    except BaseException:
-        _remove(temp)
-        raise
-    return temp
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def extract_members(archive, root, relatives, what="MAF"):
-    """Extract the archive members matching ``relatives`` to ``root/<relative>``; their paths.
-
-    A member matches when its name is the relative path (``miniboone/data.npy``) with or without
-    leading folders (the MAF archive has ``data/miniboone/data.npy``). The archive is read in
-    one pass; each member goes to a temporary file in its destination folder and all are moved
-    into place with :func:`os.replace` only once every one was found. On any failure (missing
-    member, unreadable archive, interruption) the temporary files and the folders this call
-    created are removed again.
-    """
-    root = os.path.abspath(root)
-    wanted = list(dict.fromkeys(relatives))
-    destinations = {relative: os.path.join(root, *relative.split("/")) for relative in wanted}
-    temps, created, done = {}, [], False
-    try:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                for member in tar:
-                    if len(temps) == len(wanted):
-                        break
-                    if not member.isfile():
-                        continue
-                    relative = next((r for r in wanted if r not in temps and _member_matches(member.name, r)),
-                                    None)
-                    if relative is None:
-                        continue
-                    _make_folders(os.path.dirname(destinations[relative]), created)
-                    with tar.extractfile(member) as source:
-                        temps[relative] = _copy_to_temp(source, destinations[relative])
-        except (tarfile.TarError, EOFError, zlib.error) as err:
-            raise OSError(f"cannot read the archive {archive}: {err}") from err
-        missing = [relative for relative in wanted if relative not in temps]
-        if missing:
-            raise FileNotFoundError(
-                f"{what} data not found: the archive {archive} has no member {' or '.join(missing)}; "
-                f"download it again with 'python -m torchprune_flows.data.download maf --root {root}'")
-        for relative in wanted:
-            os.replace(temps.pop(relative), destinations[relative])
-        done = True
-    finally:
-        if not done:
-            for temp in temps.values():
-                _remove(temp)
-            for folder in reversed(created):
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    pass
-    return [destinations[relative] for relative in wanted]
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,10 +107,10 @@ def download_file(url, destination, md5, progress=True, timeout=60):
                                 "the download was deleted")
         os.replace(temp, destination)
     except (urllib.error.URLError, OSError) as err:
-        _remove(temp)
+        remove_file(temp)
         raise DownloadError(f"download of {url} failed: {err}; nothing was kept") from err
     except BaseException:
-        _remove(temp)
+        remove_file(temp)
         raise
 
 
@@ -227,19 +130,15 @@ def download_maf(root, url=MAF_URL, md5=None, metadata_url=MAF_METADATA_URL, kee
     if not _is_md5(md5):
         raise DownloadError(f"'{md5}' is not an md5 checksum (32 hex digits)")
     created = []
-    _make_folders(root, created)
+    make_folders(root, created)
     archive = os.path.join(root, ARCHIVE_NAME)
     try:
         if not (os.path.isfile(archive) and file_md5(archive) == md5.lower()):
             download_file(url, archive, md5, progress=progress, timeout=timeout)
     except BaseException:
-        for folder in reversed(created):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+        remove_folders(created)
         raise
-    paths = extract_members(archive, root, maf_files(), what="MAF")
+    paths = extract_members(archive, root, maf_files(), what="MAF", dataset="maf")
     if not keep_archive:
         os.remove(archive)
     return paths
@@ -271,13 +170,13 @@ def download_torchvision(name, root, outputs, splits=(True,)):
     watched = [os.path.join(root, *relative.split("/")) for relative in outputs]
     folders = [path for relative in outputs for path in _parents(root, relative)]
     before, existed, created = _files_under(watched), {path for path in folders if os.path.isdir(path)}, []
-    _make_folders(root, created)
+    make_folders(root, created)
     try:
         for train in splits:
             cls(root, train=train, download=True)
     except BaseException as err:
         for path in sorted(_files_under(watched) - before):
-            _remove(path)
+            remove_file(path)
         for folder in sorted(set(folders) - existed, key=len, reverse=True) + list(reversed(created)):
             if os.path.isdir(folder):
                 try:

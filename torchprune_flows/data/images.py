@@ -8,24 +8,16 @@ from the archive, both atomically (temporary file, then ``os.replace``). Only th
 requested split are needed. Fetch the data with
 ``python -m torchprune_flows.data.download mnist|cifar10 --root ROOT``.
 """
-import gzip
 import os
 import pickle
-import zlib
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..registry import register_dataset
+from .archive import extract_members, gunzip_next_to, missing_data_message
 from .splits import carve_validation, resolve_split
-
-DOWNLOAD_COMMAND = "python -m torchprune_flows.data.download {command} --root {root}"
-
-
-def _missing_message(name, expected, command, root):
-    return (f"{name} data not found: expected {expected}; run '{DOWNLOAD_COMMAND.format(command=command, root=root)}'"
-            " or set directories.training_data")
 
 
 def read_idx(path, ndim):
@@ -42,19 +34,6 @@ def read_idx(path, ndim):
     return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy())
 
 
-def gunzip_next_to(archive, destination):
-    """Decompress ``archive`` to ``destination`` atomically (temp file in its folder, then rename)."""
-    from .download import _copy_to_temp  # lazy: keeps `python -m ...download` clean
-
-    try:
-        with gzip.open(archive, "rb") as source:
-            temp = _copy_to_temp(source, destination)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise OSError(f"cannot decompress {archive}: {err}") from err
-    os.replace(temp, destination)
-    return destination
-
-
 class ImageDataset(Dataset):
     """Base class: ``(image, label)`` items over uint8 images ``data`` (N, H, W[, C]).
 
@@ -64,7 +43,8 @@ class ImageDataset(Dataset):
     first N training (before carving validation) / test images. ``download`` is ignored (use the
     download CLI); ``file_dir`` is an extra folder searched for an archive (CIFAR-10 only).
     ``transform`` gets a PIL image; without one, items are float tensors (C, H, W) in [0, 1].
-    Subclasses set ``name``, ``command`` and ``load(root, part, file_dir) -> (images, labels)``.
+    Subclasses set ``name``, ``command`` (the download subcommand) and
+    ``load(root, part, file_dir) -> (images, labels)``.
     """
 
     name = command = ""
@@ -118,7 +98,7 @@ class MNIST(ImageDataset):
         missing = [path for path in paths if not (os.path.isfile(path) or os.path.isfile(path + ".gz"))]
         if missing:
             expected = " and ".join(f"{path} (or {os.path.basename(path)}.gz)" for path in missing)
-            raise FileNotFoundError(_missing_message(cls.name, expected, cls.command, root))
+            raise FileNotFoundError(missing_data_message(cls.name, expected, cls.command, root))
         for path in paths:
             if not os.path.isfile(path):
                 gunzip_next_to(path + ".gz", path)
@@ -147,14 +127,8 @@ class CIFAR10(ImageDataset):
             if archive is None:
                 absent = [path for path in paths if not os.path.isfile(path)]
                 expected = f"{', '.join(absent)} or {' or '.join(archives)}"
-                raise FileNotFoundError(_missing_message(cls.name, expected, cls.command, root))
-            from .download import extract_members  # lazy: keeps `python -m ...download` clean
-
-            try:
-                extract_members(archive, root, missing, what=cls.name)
-            except FileNotFoundError as err:  # re-worded: extract_members' hint names the MAF command
-                expected = f"{', '.join(missing)} in {archive}, which lacks some of them"
-                raise FileNotFoundError(_missing_message(cls.name, expected, cls.command, root)) from err
+                raise FileNotFoundError(missing_data_message(cls.name, expected, cls.command, root))
+            extract_members(archive, root, missing, what=cls.name, dataset=cls.command)
         images, labels = zip(*(cls.read_batch(path) for path in paths))
         return torch.cat(images), torch.cat(labels)
 

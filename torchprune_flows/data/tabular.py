@@ -8,7 +8,7 @@ Files are read from ``root`` in the layout of the MAF archive (``data.tar.gz`` o
 
 When a dataset's files are missing but ``root/data.tar.gz`` (or ``file_dir/data.tar.gz``) exists,
 just that dataset's members are extracted from the archive first (see
-:func:`torchprune_flows.data.download.extract_members`). Fetch the archive with
+:func:`torchprune_flows.data.archive.extract_members`, offline). Fetch the archive with
 ``python -m torchprune_flows.data.download maf --root ROOT``.
 
 Preprocessing is the standard one of the MAF paper; each dataset has one pure function
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from ..registry import register_dataset
+from .archive import extract_members, missing_data_message
 from .rows import RowDataset
 from .splits import resolve_split
 
 #: Name of the MAF archive looked for in ``root`` (and ``file_dir``).
 ARCHIVE_NAME = "data.tar.gz"
-DOWNLOAD_COMMAND = "python -m torchprune_flows.data.download maf --root {root}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,10 +193,12 @@ class TabularDataset(RowDataset):
     extra folder searched for the MAF archive ``data.tar.gz``.
 
     Subclasses set ``name``, ``dim``, ``files`` (paths relative to ``root``) and
-    ``read_and_preprocess(paths) -> (train, val, test)``.
+    ``read_and_preprocess(paths) -> (train, val, test)``; ``command`` is the download
+    subcommand that fetches them (the MAF archive, for all of them).
     """
 
     name = ""
+    command = "maf"
     dim = 0
     files = ()
 
@@ -230,12 +232,9 @@ class TabularDataset(RowDataset):
             archives = cls.archive_candidates(root, file_dir)
             archive = next((path for path in archives if os.path.isfile(path)), None)
             if archive is None:
-                raise FileNotFoundError(
-                    f"{cls.name} data not found: expected {' and '.join(paths)} or {' or '.join(archives)}; "
-                    f"run '{DOWNLOAD_COMMAND.format(root=root)}' or set directories.training_data")
-            from .download import extract_members  # lazy: keeps `python -m ...download` clean
-
-            extract_members(archive, root, missing, what=cls.name)
+                expected = f"{' and '.join(paths)} or {' or '.join(archives)}"
+                raise FileNotFoundError(missing_data_message(cls.name, expected, cls.command, root))
+            extract_members(archive, root, missing, what=cls.name, dataset=cls.command)
         return paths
 
     @classmethod

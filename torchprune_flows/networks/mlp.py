@@ -3,15 +3,26 @@ import difflib
 
 from torch import nn
 
+from ..registry import Choices
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU,
                "elu": nn.ELU, "swish": nn.SiLU}
 
 
-def make_activation(name):
+def check_activation(name):
+    """Raise ``ValueError`` (with close matches) unless ``name`` is in :data:`ACTIVATIONS`."""
     if name not in ACTIVATIONS:
         close = difflib.get_close_matches(name, ACTIVATIONS, n=2)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(f"unknown activation '{name}'; {hint}choose from {', '.join(ACTIVATIONS)}")
+
+
+#: the ``{activation}`` field of the network families' names
+ACTIVATION_CHOICES = Choices(ACTIVATIONS, check=check_activation)
+
+
+def make_activation(name):
+    check_activation(name)
     return ACTIVATIONS[name]()
 
 

@@ -115,5 +115,9 @@ def _image_factory(default_shape):
     return factory
 
 
-register_network("ffjord_multiscale_mnist")(_image_factory((1, 28, 28)))
-register_network("ffjord_multiscale_cifar")(_image_factory((3, 32, 32)))
+#: a small, fast member of each image flow (two scales of 8x8 images, one CNF per step)
+SMALL_IMAGE_FLOW = dict(image_size=8, hidden=(4,), blocks=1, atol=1e-3, rtol=1e-3)
+register_network("ffjord_multiscale_mnist", examples=[("ffjord_multiscale_mnist", SMALL_IMAGE_FLOW)])(
+    _image_factory((1, 28, 28)))
+register_network("ffjord_multiscale_cifar", examples=[("ffjord_multiscale_cifar", SMALL_IMAGE_FLOW)])(
+    _image_factory((3, 32, 32)))

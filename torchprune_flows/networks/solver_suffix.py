@@ -2,6 +2,7 @@
 
 Suffixes combine left to right, later ones overriding earlier options (``_da_autograd``).
 """
+from ..registry import Choices
 
 SUFFIX_OPTIONS = {
     "da": dict(method="dopri5", adjoint=True),
@@ -31,3 +32,7 @@ def parse_solver_suffix(suffix):
                 + ", ".join("_" + k for k in SUFFIX_OPTIONS)
             )
     return options
+
+
+#: the ``{suffix}`` field of the network families' names: suffixes joined by "_"
+SUFFIX_CHOICES = Choices(SUFFIX_OPTIONS, joined="_", check=parse_solver_suffix)

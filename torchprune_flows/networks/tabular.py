@@ -8,7 +8,8 @@ from ..cnf import CNF, FlowNetwork, SolverSpec
 from ..registry import register_network
 from .base import PrunableMixin
 from .concatsquash import ConcatSquashField
-from .solver_suffix import parse_solver_suffix
+from .mlp import ACTIVATION_CHOICES
+from .solver_suffix import SUFFIX_CHOICES, parse_solver_suffix
 
 TABULAR_SOLVER = dict(method="dopri5", atol=1e-8, rtol=1e-6, adjoint=True)
 
@@ -25,7 +26,9 @@ class TabularFlow(PrunableMixin, FlowNetwork):
         super().__init__(cnfs, (dim,))
 
 
-@register_network("ffjord_l{nhidden:d}_hm{hidden_multiplier:d}_f{blocks:d}_{activation}[_{suffix:*}]")
+@register_network("ffjord_l{nhidden:d}_hm{hidden_multiplier:d}_f{blocks:d}_{activation}[_{suffix:*}]",
+                  examples=[("ffjord_l1_hm2_f2_softplus_high_tol", {"num_classes": 3})],
+                  choices={"activation": ACTIVATION_CHOICES, "suffix": SUFFIX_CHOICES})
 def tabular_flow(nhidden, hidden_multiplier, blocks, activation, suffix=None, num_classes=None,
                  num_in_channels=None, probe="gaussian", end_time=1.0, train_end_time=True, **solver_kwargs):
     """``num_classes`` is the data dimension D (the config's ``network.outputSize``)."""

@@ -5,10 +5,11 @@ from ..cnf import CNF, FlowNetwork, SolverSpec
 from ..cnf.flow import PRIOR_LAYOUT
 from ..registry import register_network
 from .base import PrunableMixin
-from .mlp import MLPField
-from .solver_suffix import parse_solver_suffix
+from .mlp import ACTIVATION_CHOICES, MLPField
+from .solver_suffix import SUFFIX_CHOICES, parse_solver_suffix
 
 TOY_TEMPLATE = "l{num_layers:d}_h{hidden:d}_{activation}[_{suffix:*}]"
+TOY_CHOICES = {"activation": ACTIVATION_CHOICES, "suffix": SUFFIX_CHOICES}
 
 
 def _solver(suffix, default_tol, solver_kwargs):
@@ -53,11 +54,13 @@ def _flow_factory(divergence):
     return factory
 
 
-register_network("ffjord_" + TOY_TEMPLATE)(_flow_factory("hutchinson"))
-register_network("cnf_" + TOY_TEMPLATE)(_flow_factory("exact"))
+register_network("ffjord_" + TOY_TEMPLATE, examples=["ffjord_l2_h8_tanh_high_tol"],
+                 choices=TOY_CHOICES)(_flow_factory("hutchinson"))
+register_network("cnf_" + TOY_TEMPLATE, examples=["cnf_l3_h6_softplus_high_tol"],
+                 choices=TOY_CHOICES)(_flow_factory("exact"))
 
 
-@register_network("node_" + TOY_TEMPLATE)
+@register_network("node_" + TOY_TEMPLATE, examples=["node_l2_h8_tanh"], choices=TOY_CHOICES)
 def node_classifier(num_layers, hidden, activation, suffix=None, num_classes=2, num_in_channels=None,
                     **solver_kwargs):
     """Neural-ODE classifier on 2-D data; tolerances 1e-4 as in the paper's MOON setting."""

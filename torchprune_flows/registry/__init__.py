@@ -7,9 +7,11 @@
         ...
 
 Families are registered with a template (see :mod:`.core`), e.g.
-``register_network("ffjord_l{layers:d}_h{hidden:d}_{activation}[_{suffix:*}]")``.
+``register_network("ffjord_l{layers:d}_h{hidden:d}_{activation}[_{suffix:*}]",
+examples=["ffjord_l2_h8_tanh"], choices={"activation": Choices(["tanh", "relu"])})``.
+:func:`list_families` lists every family with its examples (small members that build fast).
 """
-from .core import Registry, UnknownNameError
+from .core import Choices, Example, InvalidFieldError, Registry, UnknownNameError
 from .plugins import ENTRY_POINT_GROUP, PluginImportError, load_entry_point_plugins, load_plugins
 
 NETWORKS = Registry("network")
@@ -19,9 +21,14 @@ METRICS = Registry("metric")
 REGISTRIES = {"network": NETWORKS, "dataset": DATASETS, "loss": LOSSES, "metric": METRICS}
 
 
-def register_network(name):
-    """Decorator: register a network factory ``f(num_classes, **kwargs) -> nn.Module``."""
-    return NETWORKS.register(name)
+def register_network(name, *, examples=None, choices=None):
+    """Decorator: register a network factory ``f(num_classes, **kwargs) -> nn.Module``.
+
+    ``examples``: small members that build fast, as names or ``(name, kwargs)`` pairs (e.g.
+    ``("ffjord_l1_hm2_f1_tanh", {"num_classes": 3})``); ``choices``: ``{field: Choices(...)}``,
+    the values a template field accepts. See :mod:`torchprune_flows.registry.core`.
+    """
+    return NETWORKS.register(name, examples=examples, choices=choices)
 
 
 def register_dataset(name):
@@ -47,14 +54,19 @@ def build_dataset(name, **kwargs):
     return DATASETS.build(name, **kwargs)
 
 
-def list_entries():
-    """``{kind: [names and family templates]}`` for every registry."""
-    return {kind: registry.names() for kind, registry in REGISTRIES.items()}
+def list_entries(pattern=None):
+    """``{kind: [names and family templates]}`` for every registry (``pattern``: shell wildcards)."""
+    return {kind: registry.names(pattern) for kind, registry in REGISTRIES.items()}
+
+
+def list_families(kind="network", pattern=None):
+    """``{family template or name: (Example, ...)}`` of one registry; see :meth:`Registry.families`."""
+    return REGISTRIES[kind].families(pattern)
 
 
 __all__ = [
-    "DATASETS", "ENTRY_POINT_GROUP", "LOSSES", "METRICS", "NETWORKS", "REGISTRIES",
-    "PluginImportError", "Registry", "UnknownNameError", "build_dataset", "build_network",
-    "list_entries", "load_entry_point_plugins", "load_plugins", "register_dataset",
+    "Choices", "DATASETS", "ENTRY_POINT_GROUP", "Example", "InvalidFieldError", "LOSSES", "METRICS",
+    "NETWORKS", "REGISTRIES", "PluginImportError", "Registry", "UnknownNameError", "build_dataset",
+    "build_network", "list_entries", "list_families", "load_entry_point_plugins", "load_plugins", "register_dataset",
     "register_loss", "register_metric", "register_network",
 ]

@@ -1,4 +1,10 @@
-"""``python -m torchprune_flows.registry [KIND ...]``: list registered names."""
+"""``python -m torchprune_flows.registry [KIND ...] [--pattern WILDCARD]``: list registered names.
+
+Families are listed by template, each followed by its examples (small members that build fast,
+with the keyword arguments a quick build needs); ``--pattern`` keeps entries matching a shell
+wildcard (an entry or one of its examples), e.g. ``--pattern 'ffjord_*'``.
+"""
+import argparse
 import sys
 
 import torchprune_flows  # noqa: F401  (registers the built-in entries)
@@ -6,17 +12,33 @@ from torchprune_flows.registry import REGISTRIES, load_entry_point_plugins
 from torchprune_flows.registry.core import PLURALS
 
 
+def listing(registry, pattern=None):
+    """The listing lines of one registry (without its heading)."""
+    families = registry.families(pattern)
+    names = [n for n in registry.names() if n in families or (pattern is None or n in registry.names(pattern))]
+    lines = []
+    for name in names:
+        lines.append(f"  {name}")
+        lines.extend(f"      e.g. {example}" for example in families.get(name, ()))
+    return lines
+
+
 def main(argv=None):
     singular = {many: one for one, many in PLURALS.items()}
-    kinds = [singular.get(k, k) for k in (argv if argv is not None else sys.argv[1:])] or list(REGISTRIES)
+    parser = argparse.ArgumentParser(prog="python -m torchprune_flows.registry",
+                                     description="List registered networks, datasets, losses and metrics.")
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"any of {', '.join(singular)} (default: all)")
+    parser.add_argument("--pattern", "-p", default=None, help="shell wildcard, e.g. 'ffjord_*'")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    kinds = [singular.get(k, k) for k in args.kinds] or list(REGISTRIES)
     load_entry_point_plugins()
     for kind in kinds:
         if kind not in REGISTRIES:
             print(f"unknown kind '{kind}'; choose from {', '.join(singular)}", file=sys.stderr)
             return 2
         print(f"{PLURALS.get(kind, kind)}:")
-        for name in REGISTRIES[kind].names():
-            print(f"  {name}")
+        for line in listing(REGISTRIES[kind], args.pattern):
+            print(line)
     return 0
 
 
