@@ -74,8 +74,37 @@ def _forget_our_namespace():
             sys.modules.pop(name)
 
 
+def _installed_from(distribution):
+    """The local folder a distribution was pip-installed from (its ``direct_url.json``), if any."""
+    import importlib.metadata
+    import json
+    from urllib.parse import unquote, urlparse
+
+    try:
+        record = json.loads(importlib.metadata.distribution(distribution).read_text("direct_url.json") or "{}")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    url = urlparse(record.get("url", ""))
+    return unquote(url.path) if url.scheme == "file" else None
+
+
+def _param_folder(runner_folder):
+    """torchprune's ``param/`` folder: beside its runner or, since a regular install leaves it out
+    (it is no package), in the source folder pip installed the runner from."""
+    candidates = [os.path.join(runner_folder, "param")]
+    source = _installed_from("experiment")
+    if source:
+        candidates.append(os.path.join(source, "experiment", "param"))
+    for folder in candidates:
+        if os.path.isfile(os.path.join(folder, "default.yaml")):
+            return folder
+    raise EngineError(f"torchprune's runner in {runner_folder} has no param/default.yaml (a regular install "
+                      "leaves it out); install the runner from its source tree, which has it: "
+                      "pip install -e ./torchprune/src/experiment")
+
+
 def locate_runner():
-    """Make torchprune's ``experiment`` package importable; returns its folder."""
+    """Make torchprune's ``experiment`` package importable; returns its ``param/`` folder."""
     _forget_our_namespace()
     spec = _find("experiment.main")
     if spec is None:
@@ -87,11 +116,24 @@ def locate_runner():
             spec = _find("experiment.main")
     if spec is None or not spec.origin:
         raise EngineError(f"torchprune's runner (its 'experiment' package) is not installed; {INSTALL_HINT}")
-    folder = os.path.dirname(spec.origin)
-    if not os.path.isfile(os.path.join(folder, "param", "default.yaml")):
-        raise EngineError(f"torchprune's runner in {folder} lacks param/default.yaml; reinstall it from "
-                          "its repository with its package data (pip install ./torchprune/src/experiment)")
-    return folder
+    return _param_folder(os.path.dirname(spec.origin))
+
+
+def _read_params_from(param_folder):
+    """torchprune reads ``param/*.yaml`` relative to its own files: point it at ``param_folder``."""
+    files = importlib.import_module("experiment.util.file")
+    original = files._get_full_param_path
+
+    def full_param_path(file):
+        try:
+            return original(file)
+        except FileNotFoundError:
+            candidate = os.path.join(param_folder, file)
+            if os.path.isfile(candidate):
+                return candidate
+            raise
+
+    files._get_full_param_path = full_param_path
 
 
 def _ffjord_on_path():
@@ -139,9 +181,10 @@ def run(config, plugins=()):
     _ffjord_on_path()
     load_plugins(list(plugins))
     try:
-        locate_runner()
+        param_folder = locate_runner()
         install_into_torchprune()
         runner = importlib.import_module("experiment.main")
+        _read_params_from(param_folder)
     except ModuleNotFoundError as err:
         raise EngineError(f"torchprune cannot be imported ({err}); {DEPENDENCY_HINT}") from err
     argv = sys.argv
