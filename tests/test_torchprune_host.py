@@ -196,3 +196,31 @@ def test_torchprunes_runner_on_real_miniboone_rows(real_torchprune, tmp_path):
         assert (last.weight != 0).any(dim=1).all()  # every block kept its 43 outputs
     assert any(((layer.main.weight == 0).all(dim=1)).any() for block in cnf_blocks(ours)
                for layer in block.vector_field.layers[:-1])  # and FT removed hidden units
+
+
+def test_launcher_refuses_what_only_our_runner_understands(tiny, capsys):
+    """torchprune's runner would silently build another net or data set: one error line instead."""
+    from torchprune_flows.runner.cli import main
+
+    tiny.cfg["network"]["kwargs"] = {"atol": 1e-3}
+    assert main([tiny.write(), "--engine", "torchprune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: network.kwargs, training.datasetKwargs only apply to our runner (torchprune's passes "
+                   "no such arguments); drop them, or run without --engine torchprune"]
+    assert main([tiny.write(), "--engine", "torchprune", "--set", "seed=1", "--out", "x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --set, --out only apply to our runner; torchprune's runner reads CONFIG as it is "
+        "(edit it, or drop --engine torchprune)"]
+    assert os.listdir(tiny.root) == ["config.yaml"]
+
+
+def test_launcher_without_torchprune_says_what_to_install(tiny, capsys):
+    from torchprune_flows.runner.cli import main
+
+    if __import__("importlib").util.find_spec("torchprune") is not None:
+        pytest.skip("torchprune is installed in this environment")
+    tiny.cfg["training"].pop("datasetKwargs")
+    assert main([tiny.write(), "--engine", "torchprune"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: torchprune is not installed; install torchprune v2.2.0 from its repository")
+    assert "pip install --no-deps --ignore-requires-python" in line

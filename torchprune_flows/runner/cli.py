@@ -109,6 +109,12 @@ def run_torchprune_engine(args):
         return 2
     try:
         cfg = load_config(args.config, [])
+        ours_only = [key for key, value in (("network.kwargs", cfg["network"].get("kwargs")),
+                                            ("training.datasetKwargs", cfg["training"].get("datasetKwargs")))
+                     if value]
+        if ours_only:
+            raise ConfigError(f"{', '.join(ours_only)} only apply to our runner (torchprune's passes no "
+                              "such arguments); drop them, or run without --engine torchprune")
         return run(args.config, list(cfg.get("plugins", [])) + args.plugins)
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
