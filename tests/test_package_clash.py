@@ -61,6 +61,8 @@ def shared_venv(real_torchprune, tmp_path):
     config["training"].update(transformsTrain=[], transformsTest=[], transformsFinal=[], lossKwargs={},
                               lrSchedulers=[])
     config["retraining"] = {"startEpoch": 0}
+    config["training"].pop("datasetKwargs")  # ours only: torchprune passes no dataset arguments
+    config["training"]["batchSize"] = 500
     config["coresets"] = {"deltaS": 0.5}
     config["directories"] = {"results": "./tp_results", "trained_networks": "./tp_trained",
                              "training_data": "./training", "local_data": "./local"}

@@ -2,9 +2,10 @@
 
 The launcher
 
-1. finds torchprune's runner: an importable ``experiment.main`` (torchprune's ``experiment``
-   distribution) or, failing that, ``src/experiment`` beside an importable ``src/torchprune``
-   source tree, and its ``param/default.yaml``;
+1. finds torchprune's runner: the package of torchprune's ``experiment`` distribution (regular
+   or editable install) or ``src/experiment`` beside an importable ``src/torchprune`` source
+   tree, and its ``param/default.yaml``, and imports it as ``experiment`` even where our own
+   ``experiment`` namespace portion was found first;
 2. applies :mod:`.compat` and puts FFJORD's ``lib/`` (which torchprune imports absolutely as
    ``lib.layers``) on the path;
 3. registers our networks, datasets, losses and metrics, and the config's and ``--plugin``
@@ -53,27 +54,6 @@ def _is_torchprune_experiment(module):
     return hasattr(module, "Evaluator") and hasattr(module, "Logger")
 
 
-def _source_tree_runner():
-    """``src/experiment`` beside an importable torchprune source tree (``src/torchprune``)."""
-    spec = _find("torchprune")
-    if spec is None or not spec.origin:
-        return None
-    candidate = os.path.join(os.path.dirname(spec.origin), os.pardir, os.pardir, "experiment")
-    candidate = os.path.abspath(candidate)
-    if os.path.isfile(os.path.join(candidate, "experiment", "main.py")):
-        return candidate
-    return None
-
-
-def _forget_our_namespace():
-    """Drop an imported ``experiment`` that is not torchprune's (our namespace portion, when run
-    as ``python -m experiment``), so that torchprune's regular package can be imported."""
-    loaded = sys.modules.get("experiment")
-    if loaded is not None and not _is_torchprune_experiment(loaded):
-        for name in [m for m in sys.modules if m == "experiment" or m.startswith("experiment.")]:
-            sys.modules.pop(name)
-
-
 def _installed_from(distribution):
     """The local folder a distribution was pip-installed from (its ``direct_url.json``), if any."""
     import importlib.metadata
@@ -86,6 +66,52 @@ def _installed_from(distribution):
         return None
     url = urlparse(record.get("url", ""))
     return unquote(url.path) if url.scheme == "file" else None
+
+
+def _runner_candidates():
+    """Folders that may hold torchprune's ``experiment`` package, most specific first."""
+    import importlib.metadata
+
+    candidates = []
+    try:
+        dist = importlib.metadata.distribution("experiment")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None:  # torchprune's runner distribution (ours is named torchprune-flows)
+        candidates += [os.path.dirname(str(dist.locate_file(f))) for f in dist.files or []
+                       if str(f).replace(os.sep, "/") == "experiment/__init__.py"]
+        source = _installed_from("experiment")  # editable or local-folder installs
+        if source:
+            candidates.append(os.path.join(source, "experiment"))
+    spec = _find("torchprune")  # a source tree: src/torchprune/torchprune -> src/experiment/experiment
+    if spec is not None and spec.origin:
+        candidates.append(os.path.abspath(os.path.join(os.path.dirname(spec.origin), os.pardir, os.pardir,
+                                                       "experiment", "experiment")))
+    loaded = sys.modules.get("experiment")
+    if loaded is not None and _is_torchprune_experiment(loaded):
+        candidates.insert(0, os.path.dirname(loaded.__file__))
+    return candidates
+
+
+def _import_runner_package(folder):
+    """Import torchprune's ``experiment`` package from ``folder``, replacing our namespace portion
+    (``python -m experiment``) or any other ``experiment`` that Python found first."""
+    loaded = sys.modules.get("experiment")
+    if loaded is not None and _is_torchprune_experiment(loaded) and \
+            os.path.dirname(os.path.abspath(loaded.__file__)) == os.path.abspath(folder):
+        return loaded
+    for name in [m for m in sys.modules if m == "experiment" or m.startswith("experiment.")]:
+        sys.modules.pop(name)
+    spec = importlib.util.spec_from_file_location("experiment", os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiment"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop("experiment", None)
+        raise
+    return module
 
 
 def _param_folder(runner_folder):
@@ -104,19 +130,11 @@ def _param_folder(runner_folder):
 
 
 def locate_runner():
-    """Make torchprune's ``experiment`` package importable; returns its ``param/`` folder."""
-    _forget_our_namespace()
-    spec = _find("experiment.main")
-    if spec is None:
-        source = _source_tree_runner()
-        if source is not None:
-            sys.path.insert(0, source)
-            importlib.invalidate_caches()
-            _forget_our_namespace()
-            spec = _find("experiment.main")
-    if spec is None or not spec.origin:
-        raise EngineError(f"torchprune's runner (its 'experiment' package) is not installed; {INSTALL_HINT}")
-    return _param_folder(os.path.dirname(spec.origin))
+    """The folder of torchprune's ``experiment`` package and of its ``param/`` files."""
+    for folder in _runner_candidates():
+        if all(os.path.isfile(os.path.join(folder, f)) for f in ("__init__.py", "main.py", "evaluator.py")):
+            return folder, _param_folder(folder)
+    raise EngineError(f"torchprune's runner (its 'experiment' package) is not installed; {INSTALL_HINT}")
 
 
 def _read_params_from(param_folder):
@@ -181,8 +199,9 @@ def run(config, plugins=()):
     _ffjord_on_path()
     load_plugins(list(plugins))
     try:
-        param_folder = locate_runner()
+        runner_folder, param_folder = locate_runner()
         install_into_torchprune()
+        _import_runner_package(runner_folder)
         runner = importlib.import_module("experiment.main")
         _read_params_from(param_folder)
     except ModuleNotFoundError as err:
