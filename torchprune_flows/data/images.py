@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..registry import register_dataset
 from .archive import extract_members, gunzip_next_to, missing_data_message
+from .checks import reading
 from .splits import carve_validation, resolve_split
 
 
@@ -101,8 +102,12 @@ class MNIST(ImageDataset):
             raise FileNotFoundError(missing_data_message(cls.name, expected, cls.command, root))
         for path in paths:
             if not os.path.isfile(path):
-                gunzip_next_to(path + ".gz", path)
-        images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1).long()
+                with reading(path + ".gz", cls.name, cls.command, root):
+                    gunzip_next_to(path + ".gz", path)
+        with reading(paths[0], cls.name, cls.command, root):
+            images = read_idx(paths[0], 3)
+        with reading(paths[1], cls.name, cls.command, root):
+            labels = read_idx(paths[1], 1).long()
         if len(images) != len(labels):
             raise ValueError(f"MNIST: {paths[0]} has {len(images)} images but {paths[1]} {len(labels)} labels")
         return images, labels
@@ -129,7 +134,11 @@ class CIFAR10(ImageDataset):
                 expected = f"{', '.join(absent)} or {' or '.join(archives)}"
                 raise FileNotFoundError(missing_data_message(cls.name, expected, cls.command, root))
             extract_members(archive, root, missing, what=cls.name, dataset=cls.command)
-        images, labels = zip(*(cls.read_batch(path) for path in paths))
+        batches = []
+        for path in paths:
+            with reading(path, cls.name, cls.command, root):
+                batches.append(cls.read_batch(path))
+        images, labels = zip(*batches)
         return torch.cat(images), torch.cat(labels)
 
     @staticmethod

@@ -25,6 +25,7 @@ import torch
 
 from ..registry import register_dataset
 from .archive import extract_members, missing_data_message
+from .checks import check_rows, check_splits, reading
 from .rows import RowDataset
 from .splits import resolve_split
 
@@ -155,10 +156,22 @@ def _stamps(paths):
     return tuple((st.st_mtime_ns, st.st_size) for st in stats)
 
 
+#: The fewest rows the standard split turns into non-empty train, validation and test sets.
+MIN_ROWS = 11
+
+
+def _root_of(path):
+    """The data root of a file stored as ``root/<dataset folder>/<file>``."""
+    return os.path.dirname(os.path.dirname(path))
+
+
 @functools.lru_cache(maxsize=4)
 def _preprocessed(cls, paths, stamps):
-    """``cls.read_and_preprocess(paths)`` (read-only float32 arrays), cached per file version."""
-    parts = cls.read_and_preprocess(paths)
+    """``cls.read_and_preprocess(paths)`` (read-only float32 arrays), cached per file version;
+    unreadable files and unusable contents raise one :class:`DataFileError` line."""
+    with reading(" and ".join(paths), cls.name, cls.command, _root_of(paths[0])):
+        parts = cls.read_and_preprocess(paths)
+    check_splits(parts, paths, cls.name, cls.dim if cls.fixed_width else None)
     for part in parts:
         part.flags.writeable = False
     return parts
@@ -168,8 +181,10 @@ def _preprocessed(cls, paths, stamps):
 def _hdf5_part(path, stamps, name):
     import h5py
 
-    with h5py.File(path, "r") as handle:
-        part = _float32(handle[name][()])
+    with reading(path, "BSDS300", "maf", _root_of(path)):
+        with h5py.File(path, "r") as handle:
+            part = _float32(handle[name][()])
+    check_rows(part, f"{path} ({name})", "BSDS300", width=Bsds300.dim)
     part.flags.writeable = False
     return part
 
@@ -201,6 +216,7 @@ class TabularDataset(RowDataset):
     command = "maf"
     dim = 0
     files = ()
+    fixed_width = True  # False where preprocessing drops columns depending on the data
 
     def __init__(self, root="./data/training", train=True, download=False, transform=None, split=None,
                  file_dir=None):
@@ -263,7 +279,8 @@ class Power(TabularDataset):
 
     @classmethod
     def read_and_preprocess(cls, paths):
-        return preprocess_power(np.load(paths[0], mmap_mode="r"))
+        return preprocess_power(check_rows(np.load(paths[0], mmap_mode="r"), paths[0], cls.name,
+                                           min_rows=MIN_ROWS))
 
 
 @register_dataset("Gas")
@@ -273,6 +290,7 @@ class Gas(TabularDataset):
     (ddof=1); standard split. D = 8."""
 
     name, dim, files = "GAS", 8, ("gas/ethylene_CO.pickle",)
+    fixed_width = False
 
     @classmethod
     def read_and_preprocess(cls, paths):
@@ -289,6 +307,7 @@ class Hepmass(TabularDataset):
     last 10 % of train, test = the test file. D = 21."""
 
     name, dim, files = "HEPMASS", 21, ("hepmass/1000_train.csv", "hepmass/1000_test.csv")
+    fixed_width = False
 
     @classmethod
     def read_and_preprocess(cls, paths):
@@ -306,7 +325,8 @@ class Miniboone(TabularDataset):
 
     @classmethod
     def read_and_preprocess(cls, paths):
-        return preprocess_miniboone(np.load(paths[0], mmap_mode="r"))
+        return preprocess_miniboone(check_rows(np.load(paths[0], mmap_mode="r"), paths[0], cls.name,
+                                               width=cls.dim, min_rows=MIN_ROWS))
 
 
 @register_dataset("Bsds300")

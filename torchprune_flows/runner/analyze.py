@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError
 from torchprune_flows.registry import UnknownNameError
 
@@ -39,7 +40,7 @@ def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return _module(args.subcommand).run(args)
-    except (RunError, PruningError, UnknownNameError, FileNotFoundError) as err:
+    except (RunError, PruningError, UnknownNameError, FileNotFoundError, DataFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ import sys
 
 import yaml
 
+from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError, canonical_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
@@ -68,7 +69,7 @@ def prepare(args):
             raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
             experiment.splits
-        except FileNotFoundError as err:
+        except (FileNotFoundError, DataFileError) as err:
             raise UsageError(str(err)) from err
         runs.append(experiment)
     return cfg, out_dir, runs
