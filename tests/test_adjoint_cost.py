@@ -129,8 +129,8 @@ def test_seminorm_backward_cost_does_not_depend_on_the_loss_scale():
     derivative for it and its local error estimate is exactly zero; the reversed state z obeys
     the same ODE whatever the loss. With a seminorm the step sizes, hence NFE-B, cannot depend on
     the scale K of the loss K * sum z(T). They did while the time gradient -a . df/dt (which
-    scales with K) sat in torchdiffeq's error norm: before the fix, 1e6
-    times the loss took 98 backward evaluations instead of 68. The bound: NFE-B at K = 1e6 equals NFE-B at K = 1.
+    scales with K) sat in torchdiffeq's error norm: before the fix, 1e6 times the loss took 98
+    backward evaluations instead of 68. The bound: NFE-B at K = 1e6 equals NFE-B at K = 1.
     (torchdiffeq only: torchdyn's adjoint cannot differentiate a field that ignores the state,
     and its seminorm leaves the time gradient out of the error norm anyway.)"""
     dim = 3
