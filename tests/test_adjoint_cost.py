@@ -152,3 +152,18 @@ def test_seminorm_backward_cost_does_not_depend_on_the_loss_scale():
         T = sqrt_t.detach() ** 2
         expected = 1e6 * len(x) * field(T, x[:1]).sum() * 2 * sqrt_t.detach()
     assert sqrt_t.grad.item() == pytest.approx(expected.item(), rel=1e-8)
+
+
+def test_torchdyn_adjoint_is_always_a_seminorm_adjoint():
+    """torchdyn 1.0.6 hard-codes the seminorm in its adjoint: asking for the plain adjoint there
+    warns, and the gradients and NFE are exactly those of the seminorm adjoint."""
+    with pytest.warns(UserWarning, match="torchdyn"):
+        SolverSpec(backend="torchdyn", adjoint=True, seminorm=False)
+    net = _time_dependent_flow(seed=7)
+    loss = _nll(_data(seed=8))
+    options = dict(adjoint=True, backend="torchdyn", **DEFAULT_TABULAR)
+    seminorm, nfe_seminorm = _gradients(net, loss, seminorm=True, **options)
+    with pytest.warns(UserWarning, match="torchdyn"):
+        plain, nfe_plain = _gradients(net, loss, seminorm=False, **options)
+    assert nfe_plain == nfe_seminorm
+    assert all(torch.equal(plain[name], seminorm[name]) for name in seminorm)
