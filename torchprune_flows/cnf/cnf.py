@@ -50,11 +50,16 @@ class CNF(nn.Module):
         s0, s1 = (1.0, 0.0) if reverse else (0.0, 1.0)
         params = tuple(self.odefunc.parameters())
         end_time = self.odefunc.end_time
-        # Adjoint solves see s and T as constants (AugmentedDynamics.forward says why) and get
-        # dL/dT from the boundary term (EndTimeBoundary); backprop through the solver keeps both
-        # in the graph (the gradient of the discrete solve).
-        self.odefunc.adjoint_solve = self.solver.adjoint
-        boundary = self.solver.adjoint and end_time.requires_grad and torch.is_grad_enabled()
+        # Adjoint solves see s as a constant (AugmentedDynamics.forward says why); the plain
+        # torchdiffeq adjoint also T, whose gradient then comes from the boundary term
+        # (EndTimeBoundary). Under a seminorm (torchdyn's adjoint always uses one) and with fixed
+        # steps, no error norm sees dL/dT, which stays a free adjoint parameter. Backprop through
+        # the solver keeps both in the graph.
+        spec = self.solver
+        plain_adjoint = spec.adjoint and spec.backend == "torchdiffeq" and not spec.seminorm and not spec.fixed_step
+        boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
+        self.odefunc.constant_time = spec.adjoint
+        self.odefunc.constant_end_time = boundary
         if boundary:
             params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)
             if reverse:  # the input sits at time T: dL/dT = -<dL/dy(T), F(T, y(T))>
@@ -82,8 +87,8 @@ class EndTimeBoundary(torch.autograd.Function):
     with T held constant inside the solve, dL/dT = sign * <dL/dy(T), F(T, y(T))> exactly: sign
     +1 where y(T) is the output (density direction), -1 where it is the input (sampling). This
     costs one vector-field evaluation in the backward pass (with the solve's probe), where the
-    adjoint would otherwise integrate dL/dT over the whole backward solve and, in the plain
-    adjoint, let that integral's error steer the step size. ``backward`` is not differentiable
+    plain adjoint would otherwise integrate dL/dT over the whole backward solve and let that
+    integral's error steer the step size (a seminorm ignores it, so there T stays in the solve). ``backward`` is not differentiable
     again (use backprop through the solver for higher derivatives, as the Hessian analysis does).
     """
 

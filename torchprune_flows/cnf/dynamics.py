@@ -18,12 +18,13 @@ class AugmentedDynamics(nn.Module):
     ``num_evals`` counts calls of the vector field; the probe is fixed for the whole solve.
     ``divergence="none"`` integrates the state alone (a neural ODE that is not a density).
 
-    ``adjoint_solve`` (set by the CNF block for each solve) makes the time s and the end time T
-    constants of the vector field: the adjoint needs neither dL/ds nor, inside the solve, dL/dT
-    (the CNF block obtains dL/dT from the boundary term, see :class:`torchprune_flows.cnf.cnf.EndTimeBoundary`).
-    Backprop through the solver keeps both in the graph: torchdiffeq's adaptive step sizes (and
-    so the stage times s) depend on the state there, and the gradient of the discrete solve is
-    only consistent when the field sees those stage times live.
+    ``constant_time`` and ``constant_end_time`` (set by the CNF block for each solve) make the
+    time s, and the end time T, constants of the vector field. Adjoint solves need no dL/ds, and
+    the plain adjoint gets dL/dT from the boundary term instead of the solve (see
+    :class:`torchprune_flows.cnf.cnf.EndTimeBoundary`). Backprop through the solver keeps both
+    in the graph: torchdiffeq's adaptive step sizes (and so the stage times s) depend on the state
+    there, and the gradient of the discrete solve is only consistent when the field sees those
+    stage times live (detaching them there put the gradients 1e-3 off).
     """
 
     def __init__(self, vector_field, divergence="hutchinson", probe="gaussian", end_time=1.0,
@@ -42,7 +43,8 @@ class AugmentedDynamics(nn.Module):
         self.num_evals = 0
         self.state_shape = None
         self.probe = None
-        self.adjoint_solve = False
+        self.constant_time = False
+        self.constant_end_time = False
 
     @property
     def end_time(self):
@@ -78,22 +80,24 @@ class AugmentedDynamics(nn.Module):
         # (t, x) are the names torchdyn looks for; t is the rescaled time s, x the packed state.
         #
         # Why s is a constant in adjoint solves (the cause of our former backward-NFE excess over
-        # FFJORD's on identical weights, 44 (seminorm) / 56 (plain) against 32 on the MINIBOONE-
-        # shaped net): torchdiffeq's adjoint (0.2.5) always hands the vector field a time that
-        # requires grad (``t_ = t.detach(); t = t_.requires_grad_(True)`` works in place) and
-        # integrates dL/dt as the first component of the adjoint state; that component enters its
-        # step-size error norm (``max(t.abs(), ...)``) even under the seminorm. With a time-
-        # dependent field (concatsquash, concat convs) the live s made that integral non-zero, so
-        # the backward solve took extra steps to resolve a time gradient nobody uses (the end
-        # points 0 and 1 are constants; FFJORD's ODE function cuts t from the graph the same way).
-        # Likewise T is held constant: in the plain adjoint, dL/dT integrated as one more adjoint
-        # parameter dominated the parameters' error norm (56 -> 33 backward evaluations once it
-        # left the solve); the CNF block adds dL/dT from the boundary term instead.
-        adjoint = self.adjoint_solve
-        s = t.detach() if adjoint and torch.is_tensor(t) else t
+        # FFJORD's on identical weights: 44 (seminorm) / 56 (plain adjoint) against 32 on the
+        # narrow MINIBOONE-shaped net ffjord_l2_hm2_f1_softplus and 1,000 real rows): torchdiffeq's
+        # adjoint (0.2.5) always hands the vector field a time that requires grad (``t_ =
+        # t.detach(); t = t_.requires_grad_(True)`` works in place) and integrates dL/dt as the
+        # first component of the adjoint state; that component enters its step-size error norm
+        # (``max(t.abs(), ...)``) even under the seminorm. With a time-dependent field
+        # (concatsquash, concat convs) the live s made that integral non-zero, so the backward
+        # solve took extra steps to resolve a time gradient nobody uses (the end points 0 and 1
+        # are constants; FFJORD's ODE function cuts t from the graph the same way). Gradients
+        # w.r.t. the state and the parameters do not depend on it.
+        # T is held constant in plain-adjoint solves: there dL/dT, integrated as one more adjoint
+        # parameter, dominated the parameters' error norm (56 -> 33 backward evaluations once it
+        # left the solve); the CNF block adds dL/dT from the boundary term instead. Under the
+        # seminorm the parameters' integrals are outside the error norm, so T stays in the solve.
+        s = t.detach() if self.constant_time and torch.is_tensor(t) else t
         self.num_evals += 1
         create_graph = torch.is_grad_enabled()
-        end_time = self.end_time.detach() if adjoint else self.end_time
+        end_time = self.end_time.detach() if self.constant_end_time else self.end_time
         f, div = self._field_and_divergence(s * end_time, x, self.probe, create_graph)
         dz = f * end_time
         d_logp = -div * end_time
