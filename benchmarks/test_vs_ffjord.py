@@ -9,6 +9,7 @@ draw their probe as the first random numbers of each block's solve). pytest-benc
 ``extra_info`` holds both sides:
 
 ``shape``, ``network``, ``dim``, ``batch``, ``gradient`` (ours: seminorm / adjoint), ``atol``, ``rtol``
+(and ``family``, ``method``, ``solver_method``, ``backend``, ``params`` as in ``conftest.py``)
 ``nfe_forward``, ``nfe_backward``                    ours, per pass (summed over CNF blocks)
 ``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
 ``seconds``, ``ffjord_seconds``                      every round's time, both sides
@@ -49,7 +50,7 @@ from torch import nn
 import torchprune_flows as tf
 from torchprune_flows.cnf import nfe_counts
 from torchprune_flows.data.toy import ToyGaussians
-from torchprune_flows.pruning import export_state, import_state
+from torchprune_flows.pruning import count_nonzero, export_state, import_state
 
 from conftest import SHARED_DATA
 
@@ -220,6 +221,9 @@ def side_by_side(benchmark, ours, theirs, x, rounds, **info):
     seconds = list(benchmark.stats.stats.data)
     spec = ours.chain[0].solver
     benchmark.extra_info.update(info)
+    benchmark.extra_info.update(  # the fields of conftest.py's cases, for experiment.analyze cost
+        family="vs FFJORD", method="dense", keep_target=1.0, keep_ratio=1.0, params=count_nonzero(ours),
+        solver_method=spec.method, backend=spec.backend)
     benchmark.extra_info.update(
         batch=len(x), atol=spec.atol, rtol=spec.rtol, gradient="seminorm" if spec.seminorm else "adjoint",
         nfe_forward=nfe_f, nfe_backward=nfe_b, loss=loss, seconds=seconds,
