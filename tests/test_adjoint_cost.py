@@ -69,8 +69,10 @@ def test_adjoint_gradients_match_backprop_at_tight_tolerance(seminorm, tolerance
     assert nfe["backward"] > 0
 
 
-def test_end_time_gradient_in_the_sampling_direction():
-    """Through ``inverse`` the solve starts at T: dL/dT = -<dL/dy(T), F(T, y(T))>."""
+@pytest.mark.parametrize("seminorm", [True, False])
+def test_end_time_gradient_in_the_sampling_direction(seminorm):
+    """Through ``inverse`` the solve starts at T: the plain adjoint's boundary term is
+    dL/dT = -<dL/dy(T), F(T, y(T))>; the seminorm adjoint integrates dL/dT."""
     net = _time_dependent_flow(seed=3)
     z = _data(seed=4)
 
@@ -78,7 +80,7 @@ def test_end_time_gradient_in_the_sampling_direction():
         return model.inverse(z).pow(2).sum(1).mean()
 
     reference, _ = _gradients(net, loss, adjoint=False, **TIGHT)
-    grads, _ = _gradients(net, loss, adjoint=True, **TIGHT)
+    grads, _ = _gradients(net, loss, adjoint=True, seminorm=seminorm, **TIGHT)
     end_times = [n for n in reference if n.endswith("sqrt_end_time")]
     assert _relative(grads, reference, end_times) < 1e-7
     assert _relative(grads, reference) < 1e-7

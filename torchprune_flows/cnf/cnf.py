@@ -88,8 +88,9 @@ class EndTimeBoundary(torch.autograd.Function):
     +1 where y(T) is the output (density direction), -1 where it is the input (sampling). This
     costs one vector-field evaluation in the backward pass (with the solve's probe), where the
     plain adjoint would otherwise integrate dL/dT over the whole backward solve and let that
-    integral's error steer the step size (a seminorm ignores it, so there T stays in the solve). ``backward`` is not differentiable
-    again (use backprop through the solver for higher derivatives, as the Hessian analysis does).
+    integral's error steer the step size (a seminorm ignores it, so there T stays in the solve).
+    ``backward`` is not differentiable again (use backprop through the solver for higher
+    derivatives, as the Hessian analysis does).
     """
 
     @staticmethod
