@@ -48,10 +48,28 @@ class CNF(nn.Module):
         self.odefunc.begin_solve(z)
         state = self.odefunc.pack(z, delta_logp)
         s0, s1 = (1.0, 0.0) if reverse else (0.0, 1.0)
-        out = integrate(self.odefunc, state, s0, s1, self.solver, adjoint_params=tuple(self.odefunc.parameters()))
+        params = tuple(self.odefunc.parameters())
+        end_time = self.odefunc.end_time
+        # Adjoint solves see s as a constant (AugmentedDynamics.forward says why); the plain
+        # torchdiffeq adjoint also T, whose gradient then comes from the boundary term
+        # (EndTimeBoundary). Under a seminorm (torchdyn's adjoint always uses one) and with fixed
+        # steps, no error norm sees dL/dT, which stays a free adjoint parameter. Backprop through
+        # the solver keeps both in the graph.
+        spec = self.solver
+        plain_adjoint = spec.adjoint and spec.backend == "torchdiffeq" and not spec.seminorm and not spec.fixed_step
+        boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
+        self.odefunc.constant_time = spec.adjoint
+        self.odefunc.constant_end_time = boundary
+        if boundary:
+            params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)
+            if reverse:  # the input sits at time T: dL/dT = -<dL/dy(T), F(T, y(T))>
+                state = EndTimeBoundary.apply(state, end_time, self.odefunc, self.odefunc.probe, -1.0)
+        out = integrate(self.odefunc, state, s0, s1, self.solver, adjoint_params=params)
         self.nfe_forward = self._evals_after_forward = self.odefunc.num_evals
         if not torch.isfinite(out).all():
             raise SolverError("ODE solve produced a non-finite state")
+        if boundary and not reverse:  # the output sits at time T: dL/dT = <dL/dz(T), F(T, z(T))>
+            out = EndTimeBoundary.apply(out, end_time, self.odefunc, self.odefunc.probe, 1.0)
         if out.requires_grad and not self.solver.adjoint:
             out.register_hook(self._count_bptt_backward)
         return self.odefunc.unpack(out)
@@ -59,6 +77,36 @@ class CNF(nn.Module):
     def _count_bptt_backward(self, grad):
         self._bptt_backward = self.nfe_forward
         return grad
+
+
+class EndTimeBoundary(torch.autograd.Function):
+    """Identity on a packed state at real time T whose backward adds dL/dT from the boundary term.
+
+    The block integrates d/ds y = T F(sT, y) over s in [0, 1], i.e. dy/dt = F(t, y) over [0, T].
+    Moving the end point T of the solve changes the state at it by F(T, y(T)) per unit of T, so
+    with T held constant inside the solve, dL/dT = sign * <dL/dy(T), F(T, y(T))> exactly: sign
+    +1 where y(T) is the output (density direction), -1 where it is the input (sampling). This
+    costs one vector-field evaluation in the backward pass (with the solve's probe), where the
+    plain adjoint would otherwise integrate dL/dT over the whole backward solve and let that
+    integral's error steer the step size (a seminorm ignores it, so there T stays in the solve).
+    ``backward`` is not differentiable again (use backprop through the solver for higher
+    derivatives, as the Hessian analysis does).
+    """
+
+    @staticmethod
+    def forward(ctx, state, end_time, odefunc, probe, sign):
+        ctx.odefunc, ctx.probe, ctx.sign = odefunc, probe, sign
+        ctx.save_for_backward(state, end_time)
+        return state.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        state, end_time = ctx.saved_tensors
+        grad_end_time = None
+        if ctx.needs_input_grad[1]:
+            derivative = ctx.odefunc.real_time_derivative(state, ctx.probe)
+            grad_end_time = (ctx.sign * (grad * derivative).sum()).reshape(end_time.shape).to(end_time.dtype)
+        return grad, grad_end_time, None, None, None
 
 
 def cnf_blocks(model):

@@ -17,6 +17,14 @@ class AugmentedDynamics(nn.Module):
     The state travels packed as one tensor ``[z.flatten(1), delta_logp]`` of shape (B, n + 1).
     ``num_evals`` counts calls of the vector field; the probe is fixed for the whole solve.
     ``divergence="none"`` integrates the state alone (a neural ODE that is not a density).
+
+    ``constant_time`` and ``constant_end_time`` (set by the CNF block for each solve) make the
+    time s, and the end time T, constants of the vector field. Adjoint solves need no dL/ds, and
+    the plain adjoint gets dL/dT from the boundary term instead of the solve (see
+    :class:`torchprune_flows.cnf.cnf.EndTimeBoundary`). Backprop through the solver keeps both
+    in the graph: torchdiffeq's adaptive step sizes (and so the stage times s) depend on the state
+    there, and the gradient of the discrete solve is only consistent when the field sees those
+    stage times live (detaching them there put the gradients 1e-3 off).
     """
 
     def __init__(self, vector_field, divergence="hutchinson", probe="gaussian", end_time=1.0,
@@ -35,6 +43,8 @@ class AugmentedDynamics(nn.Module):
         self.num_evals = 0
         self.state_shape = None
         self.probe = None
+        self.constant_time = False
+        self.constant_end_time = False
 
     @property
     def end_time(self):
@@ -51,24 +61,53 @@ class AugmentedDynamics(nn.Module):
     def unpack(self, state):
         return state[:, :-1].reshape(state.shape[0], *self.state_shape), state[:, -1]
 
-    def forward(self, t, x):
-        # (t, x) are the names torchdyn looks for; t is the rescaled time s, x the packed state
-        s, state = t, x
-        self.num_evals += 1
-        create_graph = torch.is_grad_enabled()
-        end_time = self.end_time
+    def _field_and_divergence(self, time, state, probe, create_graph):
+        """``f(time, z)`` and ``div f`` at the packed ``state`` (real time, not scaled by T)."""
         with torch.enable_grad():
             z, _ = self.unpack(state)
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
-            f = self.vector_field(s * end_time, z)
+            f = self.vector_field(time, z)
             if self.divergence == "none":  # plain neural ODE: the log-density is not tracked
                 div = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
             elif self.divergence == "exact":
                 div = divergence_exact(f, z, create_graph)
             else:
-                div = divergence_hutchinson(f, z, self.probe, create_graph)
+                div = divergence_hutchinson(f, z, probe, create_graph)
+        return f, div
+
+    def forward(self, t, x):
+        # (t, x) are the names torchdyn looks for; t is the rescaled time s, x the packed state.
+        #
+        # Why s is a constant in adjoint solves (the cause of our former backward-NFE excess over
+        # FFJORD's on identical weights: 44 (seminorm) / 56 (plain adjoint) against 32 on the
+        # narrow MINIBOONE-shaped net ffjord_l2_hm2_f1_softplus and 1,000 real rows): torchdiffeq's
+        # adjoint (0.2.5) always hands the vector field a time that requires grad (``t_ =
+        # t.detach(); t = t_.requires_grad_(True)`` works in place) and integrates dL/dt as the
+        # first component of the adjoint state; that component enters its step-size error norm
+        # (``max(t.abs(), ...)``) even under the seminorm. With a time-dependent field
+        # (concatsquash, concat convs) the live s made that integral non-zero, so the backward
+        # solve took extra steps to resolve a time gradient nobody uses (the end points 0 and 1
+        # are constants; FFJORD's ODE function cuts t from the graph the same way). Gradients
+        # w.r.t. the state and the parameters do not depend on it.
+        # T is held constant in plain-adjoint solves: there dL/dT, integrated as one more adjoint
+        # parameter, dominated the parameters' error norm (56 -> 33 backward evaluations once it
+        # left the solve); the CNF block adds dL/dT from the boundary term instead. Under the
+        # seminorm the parameters' integrals are outside the error norm, so T stays in the solve.
+        s = t.detach() if self.constant_time and torch.is_tensor(t) else t
+        self.num_evals += 1
+        create_graph = torch.is_grad_enabled()
+        end_time = self.end_time.detach() if self.constant_end_time else self.end_time
+        f, div = self._field_and_divergence(s * end_time, x, self.probe, create_graph)
         dz = f * end_time
         d_logp = -div * end_time
         out = torch.cat([dz.reshape(dz.shape[0], -1), d_logp.reshape(-1, 1)], dim=1)
         return out if create_graph else out.detach()
+
+    def real_time_derivative(self, state, probe):
+        """d/dt [z, delta_logp] = [f(T, z), -div f(T, z)] at the packed ``state`` at real time T,
+        without a graph (one vector-field evaluation, counted in ``num_evals``)."""
+        self.num_evals += 1
+        end_time = self.end_time.detach()
+        f, div = self._field_and_divergence(end_time, state.detach(), probe, create_graph=False)
+        return torch.cat([f.detach().reshape(f.shape[0], -1), -div.detach().reshape(-1, 1)], dim=1)

@@ -1,0 +1,291 @@
+"""Side by side with the reference FFJORD implementation on identical weights and batches.
+
+FFJORD's own ``lib`` (``../shared/vendor/ffjord/lib``, a test fixture: copied to a temporary
+folder at run time and imported from there, never part of this repository) builds its net for
+each shape; the same weights are copied into ours, and each round times one training pass
+(loss of the batch, then its gradient) of FFJORD's net and then of ours, interleaved in this
+process, on one thread, with the same Hutchinson probes (the same seed before each pass: both
+draw their probe as the first random numbers of each block's solve). pytest-benchmark times ours;
+``extra_info`` holds both sides:
+
+``shape``, ``network``, ``dim``, ``batch``, ``gradient`` (ours: seminorm / adjoint), ``atol``, ``rtol``
+(and ``family``, ``method``, ``solver_method``, ``backend``, ``params`` as in ``conftest.py``)
+``nfe_forward``, ``nfe_backward``                    ours, per pass (summed over CNF blocks)
+``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
+``seconds``, ``ffjord_seconds``                      every round's time, both sides
+``time_ratio``                                       median ours / median FFJORD
+``loss``, ``ffjord_loss``                            the batch's NLL on each side
+``grad_rel_diff``                                    ||g_ours - g_ffjord|| / ||g_ffjord|| over the
+                                                     weights both nets share (all but ours' dL/dT:
+                                                     FFJORD's lib detaches T, so never trains it)
+
+and, measured once per shape in float64 on the first ``ACCURACY_BATCH`` rows of the batch
+against ours backpropagated through dopri5 at atol = rtol = 1e-10 (the same probes), the
+relative gradient error of each side at the shape's tolerances over the shared weights:
+``accuracy_batch``, ``grad_err_seminorm``, ``grad_err_adjoint`` (ours), ``ffjord_grad_err``,
+``end_time_grad_err`` (ours' dL/dT, seminorm; tabular only) and ``seminorm_vs_adjoint`` (the
+relative difference between ours' two adjoints' gradients).
+
+Shapes: the toy flow ``ffjord_l2_h128_sigmoid`` (ToyGaussians, briefly trained as in
+``test_toy_cost.py``; FFJORD's ODEnet with ``ignore`` layers, i.e. autonomous Linear layers, and
+its activations swapped for Sigmoid after construction since its table has no sigmoid), the
+paper's MINIBOONE net ``ffjord_l2_hm20_f1_softplus`` (1,000 real rows when
+``../shared/data/miniboone`` has them) and the other tabular nets of the paper at a reduced batch
+of Gaussian rows (fresh weights, seed 0). Tolerances are the paper's (toy 1e-5; tabular atol 1e-8,
+rtol 1e-6). The multiscale image flow is not compared (FFJORD's ODENVP lays its parameters out
+differently). Skipped when ``../shared/vendor/ffjord/lib`` is absent.
+"""
+import copy
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import torchprune_flows as tf
+from torchprune_flows.cnf import nfe_counts
+from torchprune_flows.data.toy import ToyGaussians
+from torchprune_flows.pruning import count_nonzero, export_state, import_state
+
+from conftest import SHARED_DATA
+
+FFJORD_LIB = os.path.join(os.path.dirname(SHARED_DATA), "vendor", "ffjord", "lib")
+
+TOY = dict(network="ffjord_l2_h128_sigmoid", dim=2, batch=1024, rounds=3)
+TOY_TRAIN_STEPS, TOY_TRAIN_BATCH, TOY_TRAIN_LR = 400, 256, 1e-2
+
+#: shape label -> (network, D, batch, rounds); MINIBOONE at the paper's batch, the others reduced
+TABULAR = {
+    "miniboone": ("ffjord_l2_hm20_f1_softplus", 43, 1000, 2),
+    "power": ("ffjord_l3_hm10_f5_tanh", 6, 500, 1),
+    "gas": ("ffjord_l3_hm20_f5_tanh", 8, 500, 1),
+    "hepmass": ("ffjord_l2_hm10_f10_softplus", 21, 250, 1),
+    "bsds300": ("ffjord_l3_hm20_f2_softplus", 63, 100, 1),
+}
+
+#: ours' gradient modes compared against FFJORD's plain adjoint
+GRADIENTS = {"seminorm": dict(adjoint=True, seminorm=True), "adjoint": dict(adjoint=True, seminorm=False)}
+
+ACCURACY_BATCH = 128
+_ACCURACY = {}  # shape -> accuracy fields, measured by the first case of the shape
+
+
+def _drop_lib_modules():
+    for name in [n for n in sys.modules if n == "lib" or n.startswith("lib.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def ffjord(tmp_path_factory):
+    """FFJORD's ``lib.layers``, imported from a temporary copy of the vendored folder."""
+    if not os.path.isdir(FFJORD_LIB):
+        pytest.skip(f"reference FFJORD lib not found at {FFJORD_LIB}")
+    root = tmp_path_factory.mktemp("ffjord")
+    shutil.copytree(FFJORD_LIB, root / "lib")
+    _drop_lib_modules()
+    sys.path.insert(0, str(root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import lib.layers as layers
+        yield layers
+    finally:
+        sys.path.remove(str(root))
+        _drop_lib_modules()
+
+
+def ffjord_chain(layers, blocks, hidden_dims, dim, layer_type, activation, atol, rtol, train_T):
+    """FFJORD's SequentialFlow of ``blocks`` CNFs, each an ODEnet in an ODEfunc (Hutchinson, Gaussian)."""
+    cnfs = []
+    for _ in range(blocks):
+        net = layers.ODEnet(tuple(hidden_dims), (dim,), strides=None, conv=False, layer_type=layer_type,
+                            nonlinearity="softplus" if activation == "sigmoid" else activation)
+        if activation == "sigmoid":  # not in FFJORD's NONLINEARITIES table
+            for i in range(len(net.activation_fns)):
+                net.activation_fns[i] = nn.Sigmoid()
+        func = layers.ODEfunc(net, divergence_fn="approximate", residual=False, rademacher=False)
+        cnfs.append(layers.CNF(func, T=1.0, train_T=train_T, solver="dopri5", atol=atol, rtol=rtol))
+    return layers.SequentialFlow(cnfs)
+
+
+def _pairs(ours, theirs):
+    """(our parameter, FFJORD's parameter) for every weight the two nets share."""
+    pairs = []
+    for block, cnf in zip(ours.chain, theirs.chain):
+        field, net = block.vector_field, cnf.odefunc.diffeq
+        if hasattr(field, "layers"):  # concatsquash
+            for mine, theirs_layer in zip(field.layers, net.layers):
+                pairs += [(mine.main.weight, theirs_layer._layer.weight), (mine.main.bias, theirs_layer._layer.bias),
+                          (mine.gate.weight, theirs_layer._hyper_gate.weight),
+                          (mine.gate.bias, theirs_layer._hyper_gate.bias),
+                          (mine.shift.weight, theirs_layer._hyper_bias.weight)]
+        else:  # autonomous MLP
+            linears = [m for m in field.net if isinstance(m, nn.Linear)]
+            for mine, theirs_layer in zip(linears, net.layers):
+                pairs += [(mine.weight, theirs_layer._layer.weight), (mine.bias, theirs_layer._layer.bias)]
+    return pairs
+
+
+def copy_weights(ours, theirs):
+    with torch.no_grad():
+        for mine, other in _pairs(ours, theirs):
+            assert mine.shape == other.shape
+            other.copy_(mine)
+        for block, cnf in zip(ours.chain, theirs.chain):
+            cnf.sqrt_end_time.copy_(block.odefunc.sqrt_end_time)
+
+
+def ffjord_pass(model, x):
+    """FFJORD's NLL of ``x`` and its gradient; returns (loss, NFE-F, NFE-B)."""
+    model.zero_grad(set_to_none=True)
+    z, delta_logp = model(x, torch.zeros(x.shape[0], 1, dtype=x.dtype))
+    logpz = (-0.5 * math.log(2 * math.pi) - 0.5 * z.pow(2)).sum(1, keepdim=True)
+    loss = -(logpz - delta_logp).mean()
+    nfe_forward = sum(cnf.num_evals() for cnf in model.chain)
+    loss.backward()
+    return loss.item(), int(nfe_forward), int(sum(cnf.num_evals() for cnf in model.chain) - nfe_forward)
+
+
+def ours_pass(net, x):
+    net.zero_grad(set_to_none=True)
+    loss = -net.log_prob(x).mean()
+    loss.backward()
+    counts = nfe_counts(net)
+    return loss.item(), counts["forward"], counts["backward"]
+
+
+def _shared_grads(pairs, side):
+    return torch.cat([pair[side].grad.flatten() for pair in pairs])
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def gradient_accuracy(ours, theirs, x):
+    """Float64 gradient errors of ours (seminorm and plain adjoint) and FFJORD's at their solver
+    tolerances against ours backpropagated through dopri5 at 1e-10, on the batch ``x``."""
+    ours, theirs, x = copy.deepcopy(ours).double(), copy.deepcopy(theirs).double(), x.double()
+    pairs = _pairs(ours, theirs)
+    end_times = [b.odefunc.sqrt_end_time for b in ours.chain if b.odefunc.sqrt_end_time.requires_grad]
+    grads = {}
+    for label, options in [("reference", dict(adjoint=False, atol=1e-10, rtol=1e-10)),
+                           ("seminorm", GRADIENTS["seminorm"]), ("adjoint", GRADIENTS["adjoint"])]:
+        net = copy.deepcopy(ours)
+        for block in net.chain:
+            block.solver = block.solver.replace(**options)
+        torch.manual_seed(0)
+        ours_pass(net, x)
+        grads[label] = _shared_grads(_pairs(net, theirs), 0)
+        grads[label + "_T"] = [b.odefunc.sqrt_end_time.grad for b in net.chain] if end_times else []
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ffjord_pass(theirs, x)
+    info = dict(accuracy_batch=len(x), ffjord_grad_err=_relative(_shared_grads(pairs, 1), grads["reference"]),
+                grad_err_seminorm=_relative(grads["seminorm"], grads["reference"]),
+                grad_err_adjoint=_relative(grads["adjoint"], grads["reference"]),
+                seminorm_vs_adjoint=_relative(grads["seminorm"], grads["adjoint"]))
+    if end_times:
+        info["end_time_grad_err"] = _relative(torch.stack(grads["seminorm_T"]), torch.stack(grads["reference_T"]))
+    return info
+
+
+def side_by_side(benchmark, ours, theirs, x, rounds, **info):
+    """Interleave FFJORD's pass (in pedantic's untimed setup, timed here) and ours (timed by
+    pytest-benchmark) for ``rounds`` rounds; everything goes to ``extra_info``."""
+    theirs.train()
+    ref = {"seconds": []}
+
+    def setup():
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        ref["loss"], ref["nfe_forward"], ref["nfe_backward"] = ffjord_pass(theirs, x)
+        ref["seconds"].append(time.perf_counter() - start)
+        torch.manual_seed(0)  # the same probes for ours
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FFJORD's torch.tensor(t) copy-construct warning
+        loss, nfe_f, nfe_b = benchmark.pedantic(ours_pass, args=(ours, x), setup=setup, rounds=rounds,
+                                                iterations=1, warmup_rounds=0)
+    pairs = _pairs(ours, theirs)
+    seconds = list(benchmark.stats.stats.data)
+    spec = ours.chain[0].solver
+    benchmark.extra_info.update(info)
+    benchmark.extra_info.update(  # the fields of conftest.py's cases, for experiment.analyze cost
+        family="vs FFJORD", method="dense", keep_target=1.0, keep_ratio=1.0, params=count_nonzero(ours),
+        solver_method=spec.method, backend=spec.backend)
+    benchmark.extra_info.update(
+        batch=len(x), atol=spec.atol, rtol=spec.rtol, gradient="seminorm" if spec.seminorm else "adjoint",
+        nfe_forward=nfe_f, nfe_backward=nfe_b, loss=loss, seconds=seconds,
+        ffjord_nfe_forward=ref["nfe_forward"], ffjord_nfe_backward=ref["nfe_backward"],
+        ffjord_loss=ref["loss"], ffjord_seconds=ref["seconds"],
+        time_ratio=statistics.median(seconds) / statistics.median(ref["seconds"]),
+        grad_rel_diff=_relative(_shared_grads(pairs, 0), _shared_grads(pairs, 1)),
+    )
+    shape = info["shape"]
+    if shape not in _ACCURACY:
+        _ACCURACY[shape] = gradient_accuracy(ours, theirs, x[:ACCURACY_BATCH])
+    benchmark.extra_info.update(_ACCURACY[shape])
+    assert loss == pytest.approx(ref["loss"], rel=1e-4, abs=1e-4)  # the same model, batch and probes
+
+
+@pytest.fixture(scope="module")
+def trained_toy_state():
+    """(state of the briefly trained toy flow, the timed batch of ToyGaussians test points)."""
+    train = ToyGaussians(split="train", seed=0).data
+    test = ToyGaussians(split="test", seed=0).data[:TOY["batch"]]
+    torch.manual_seed(0)
+    net = tf.build_network(TOY["network"], num_classes=2, method="rk4", step_size=0.25, adjoint=False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=TOY_TRAIN_LR)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(TOY_TRAIN_STEPS):
+        batch = train[torch.randint(0, len(train), (TOY_TRAIN_BATCH,), generator=generator)]
+        optimizer.zero_grad(set_to_none=True)
+        (-net.log_prob(batch).mean()).backward()
+        optimizer.step()
+    return export_state(net), test
+
+
+@pytest.mark.parametrize("gradient", list(GRADIENTS))
+def test_toy_vs_ffjord(benchmark, ffjord, trained_toy_state, gradient):
+    benchmark.group = "vs FFJORD: toy"
+    state, x = trained_toy_state
+    ours = import_state(tf.build_network(TOY["network"], num_classes=2, method="dopri5", **GRADIENTS[gradient]),
+                        state)
+    theirs = ffjord_chain(ffjord, 1, [128], 2, "ignore", "sigmoid", atol=1e-5, rtol=1e-5, train_T=False)
+    copy_weights(ours, theirs)
+    side_by_side(benchmark, ours, theirs, x, TOY["rounds"], shape="toy", network=TOY["network"], dim=2)
+
+
+def _tabular_batch(shape, dim, batch, miniboone_batch):
+    if shape == "miniboone":
+        return miniboone_batch[:batch]
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("gradient", list(GRADIENTS))
+@pytest.mark.parametrize("shape", list(TABULAR))
+def test_tabular_vs_ffjord(benchmark, ffjord, miniboone_batch, shape, gradient):
+    benchmark.group = f"vs FFJORD: {shape}"
+    network, dim, batch, rounds = TABULAR[shape]
+    nhidden, multiplier, blocks, activation = _parse_tabular(network)
+    torch.manual_seed(0)
+    ours = tf.build_network(network, num_classes=dim, **GRADIENTS[gradient])
+    theirs = ffjord_chain(ffjord, blocks, [multiplier * dim] * nhidden, dim, "concatsquash", activation,
+                          atol=1e-8, rtol=1e-6, train_T=True)
+    copy_weights(ours, theirs)
+    side_by_side(benchmark, ours, theirs, _tabular_batch(shape, dim, batch, miniboone_batch), rounds,
+                 shape=shape, network=network, dim=dim)
+
+
+def _parse_tabular(network):
+    """(nhidden, hidden multiplier, blocks, activation) of ``ffjord_l{n}_hm{m}_f{b}_{act}``."""
+    _, l_part, hm_part, f_part, activation = network.split("_")
+    return int(l_part[1:]), int(hm_part[2:]), int(f_part[1:]), activation
