@@ -127,6 +127,16 @@ from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec
 from torchprune_flows.networks.base import PrunableMixin
 
 
+class NaNGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
 class TinyField(nn.Module):
     """f(t, z) = W2 tanh(W1 z + b1) + b2: a chain fc1 -> fc2 for structured pruning."""
 
@@ -135,8 +145,11 @@ class TinyField(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
+    poison = False  # set: the parameters' gradients are NaN (outputs and divergence stay finite)
+
     def forward(self, t, z):
-        return self.fc2(torch.tanh(self.fc1(z)))
+        out = self.fc2(torch.tanh(self.fc1(z)))
+        return out + 0.0 * NaNGradient.apply(self.fc2.bias).sum() if self.poison else out
 
     def structured_chains(self):
         return [[(self.fc1, 0), (self.fc2, 0)]]
@@ -162,6 +175,14 @@ class FragileFlow(TinyPluginFlow):
         if self.zero_weight_fraction() > 0.5:
             out = {"z": out["z"] * float("nan"), "delta_logp": out["delta_logp"]}
         return out
+
+
+class BackwardFragileFlow(TinyPluginFlow):
+    """Finite outputs, but NaN in the backward (adjoint) pass once more than half is pruned."""
+
+    def forward(self, x):
+        self.chain[0].vector_field.poison = self.zero_weight_fraction() > 0.5
+        return super().forward(x)
 
 
 FLOW_CLASS = {FLOW_CLASS}
@@ -605,6 +626,27 @@ def test_non_convergence_is_recorded(tiny, monkeypatch, clean_modules):
     assert table_rows and all("N/A" in line for line in table_rows), report
     good_rows = [line for line in report.splitlines() if line.startswith("| 20 ")]
     assert good_rows and "N/A" not in good_rows[0]
+
+
+def test_divergence_in_the_backward_pass_is_a_result(tiny, monkeypatch, clean_modules):
+    """A failed adjoint solve raises inside loss.backward(): recorded, not a crash, sweep goes on."""
+    module, name = write_plugin(tiny.root, clean_modules, flow_class="BackwardFragileFlow")
+    monkeypatch.syspath_prepend(tiny.root)
+    tiny.cfg["network"]["name"] = name
+    tiny.cfg["plugins"] = [module]
+    tiny.cfg["training"]["numEpochs"] = 1
+    tiny.cfg["experiments"]["methods"] = ["ThresNet"]
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.8, 0.3]}]
+    assert tiny.run() == 0
+    out = tiny.path("out")
+    keyed = by_key(read_rows(out)[1])
+    assert is_true(keyed[(0, 0, REFERENCE, 1.0)]["converged"])
+    assert is_true(keyed[(0, 0, "ThresNet", 0.8)]["converged"])
+    bad = keyed[(0, 0, "ThresNet", 0.3)]
+    assert not is_true(bad["converged"]), bad
+    with open(os.path.join(out, "steps", step_name("ThresNet", 1) + ".json")) as handle:
+        error = json.load(handle)["extra"]["error"]
+    assert "backward" in error or "non-finite gradients" in error, error
 
 
 # 8 ------------------------------------------------------------------------------------------------

@@ -60,12 +60,17 @@ class CNF(nn.Module):
         boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
         self.odefunc.constant_time = spec.adjoint
         self.odefunc.constant_end_time = boundary
+        # a runaway solve stops on every backend: at most max_num_steps steps of up to 7 stages
+        self.odefunc.max_evals = None if spec.fixed_step else 7 * spec.max_num_steps + 8
+        self.odefunc.phase_start, self.odefunc.phase = 0, "forward"
         if boundary:
             params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)
             if reverse:  # the input sits at time T: dL/dT = -<dL/dy(T), F(T, y(T))>
                 state = EndTimeBoundary.apply(state, end_time, self.odefunc, self.odefunc.probe, -1.0)
         out = integrate(self.odefunc, state, s0, s1, self.solver, adjoint_params=params)
         self.nfe_forward = self._evals_after_forward = self.odefunc.num_evals
+        # the backward solve's budget starts here
+        self.odefunc.phase_start, self.odefunc.phase = self.odefunc.num_evals, "backward (adjoint)"
         if not torch.isfinite(out).all():
             raise SolverError("ODE solve produced a non-finite state")
         if boundary and not reverse:  # the output sits at time T: dL/dT = <dL/dz(T), F(T, z(T))>

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .divergence import divergence_exact, divergence_hutchinson, sample_probe
+from .solver import SolverError
 
 DIVERGENCES = ("exact", "hutchinson", "none")
 
@@ -45,6 +46,20 @@ class AugmentedDynamics(nn.Module):
         self.probe = None
         self.constant_time = False
         self.constant_end_time = False
+        # Evaluation budget of one solve (forward or backward), set by the CNF block: the guard
+        # that stops a runaway solve on every backend (torchdyn has no step limit of its own)
+        self.max_evals = None
+        self.phase_start = 0
+        self.phase = "forward"
+
+    def _check(self, state):
+        """Raise :class:`SolverError` on a non-finite state or a solve over its evaluation budget."""
+        if self.max_evals is not None and self.num_evals - self.phase_start > self.max_evals:
+            raise SolverError(f"ODE solver failed in the {self.phase} pass: more than {self.max_evals} "
+                              "vector-field evaluations in one solve (max_num_steps exceeded; the dynamics are "
+                              "too stiff or diverging)")
+        if not torch.isfinite(state).all():
+            raise SolverError(f"ODE solver failed in the {self.phase} pass: non-finite values in the state")
 
     @property
     def end_time(self):
@@ -96,6 +111,7 @@ class AugmentedDynamics(nn.Module):
         # seminorm the parameters' integrals are outside the error norm, so T stays in the solve.
         s = t.detach() if self.constant_time and torch.is_tensor(t) else t
         self.num_evals += 1
+        self._check(x)
         create_graph = torch.is_grad_enabled()
         end_time = self.end_time.detach() if self.constant_end_time else self.end_time
         f, div = self._field_and_divergence(s * end_time, x, self.probe, create_graph)

@@ -98,6 +98,19 @@ def _torchdyn(func, y0, t, spec):
     return solution[-1]
 
 
+def backward(loss):
+    """``loss.backward()``; a failed backward (adjoint) solve raises :class:`SolverError`.
+
+    torchdiffeq signals step-size underflow and non-finite states with ``AssertionError``, which
+    in an adjoint solve surfaces from ``loss.backward()``, not from the forward call.
+    """
+    try:
+        loss.backward()
+    except AssertionError as err:
+        reason = str(err).split(": tensor(")[0].splitlines()[0] if str(err) else "assertion failed"
+        raise SolverError(f"ODE solver failed in the backward (adjoint) pass: {reason}") from err
+
+
 def integrate(func, y0, t0, t1, spec, adjoint_params=()):
     """The state at ``t1`` of ``dy/dt = func(t, y)``, ``y(t0) = y0`` (``t1 < t0`` integrates back)."""
     t = torch.tensor([t0, t1], dtype=y0.dtype, device=y0.device)

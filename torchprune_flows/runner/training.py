@@ -13,7 +13,7 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from torchprune_flows.cnf import SolverError, nfe_counts
+from torchprune_flows.cnf import SolverError, backward, nfe_counts
 from torchprune_flows.pruning import export_state, import_state
 
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -154,7 +154,9 @@ def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise DidNotConverge(f"non-finite training loss {loss.item()}")
-            loss.backward()
+            backward(loss)  # a failed adjoint solve is a SolverError too
+            if not all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None):
+                raise DidNotConverge("non-finite gradients in the backward pass")
         except SolverError as err:
             raise DidNotConverge(str(err)) from err
         optimizer.step()
