@@ -143,7 +143,7 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 
 def test_density_grid_integrates_to_about_one(run_dir):
-    from torchprune_flows.runner.analyses.figure import density_on_grid, field_on_grid
+    from torchprune_flows.analysis import density_on_grid, field_on_grid
     from torchprune_flows.runner.runs import FinishedRun
 
     run = FinishedRun(run_dir)

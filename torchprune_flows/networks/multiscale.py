@@ -7,9 +7,8 @@ field ``C -> 64 -> 64 -> 64 -> C`` (softplus), Hutchinson divergence with a Gaus
 dopri5 at atol = rtol = 1e-5, adjoint gradients and a learnable end time.
 """
 import torch
-from torch import nn
 
-from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..cnf import CNF, FlowNetwork, FlowSequence, SolverSpec
 from ..cnf.fixed_layers import LogitTransform, Squeeze
 from ..registry import register_network
 from .base import PrunableMixin
@@ -24,19 +23,6 @@ def number_of_scales(height, width):
     while height >= 4 and width >= 4:
         scales, height, width = scales + 1, height // 2, width // 2
     return scales
-
-
-class Stage(nn.Module):
-    """Flow layers applied in order (density direction) or in reverse order (sampling)."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x, delta_logp, reverse=False):
-        for layer in (reversed(self.layers) if reverse else self.layers):
-            x, delta_logp = layer(x, delta_logp, reverse=reverse)
-        return x, delta_logp
 
 
 class MultiscaleFlow(PrunableMixin, FlowNetwork):
@@ -64,7 +50,7 @@ class MultiscaleFlow(PrunableMixin, FlowNetwork):
             if i < num_scales - 1:
                 layers += [Squeeze()] + cnfs(4 * c)
                 c, h, w = 4 * c, h // 2, w // 2
-            stages.append(Stage(layers))
+            stages.append(FlowSequence(layers))
             shapes.append((c, h, w))
             if i < num_scales - 1:
                 c //= 2
