@@ -10,8 +10,8 @@ import torch
 
 from ..cnf import CNF, FlowNetwork, FlowSequence, SolverSpec
 from ..cnf.fixed_layers import LogitTransform, Squeeze
+from ..pruning import PrunableMixin
 from ..registry import register_network
-from .base import PrunableMixin
 from .conv import ConcatConvField
 
 IMAGE_SOLVER = dict(method="dopri5", atol=1e-5, rtol=1e-5, adjoint=True)

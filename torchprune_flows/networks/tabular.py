@@ -5,8 +5,8 @@ layers ``D -> hm*D -> ... -> D``, Hutchinson divergence (Gaussian probe), dopri5
 and rtol 1e-6, adjoint gradients and a learnable end time per block (T = 1 at the start).
 """
 from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..pruning import PrunableMixin
 from ..registry import register_network
-from .base import PrunableMixin
 from .concatsquash import ConcatSquashField
 from .mlp import ACTIVATION_CHOICES
 from .solver_suffix import SUFFIX_CHOICES, parse_solver_suffix

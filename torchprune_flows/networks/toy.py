@@ -3,8 +3,8 @@ from torch import nn
 
 from ..cnf import CNF, FlowNetwork, SolverSpec
 from ..cnf.flow import PRIOR_LAYOUT
+from ..pruning import PrunableMixin
 from ..registry import register_network
-from .base import PrunableMixin
 from .mlp import ACTIVATION_CHOICES, MLPField
 from .solver_suffix import SUFFIX_CHOICES, parse_solver_suffix
 
