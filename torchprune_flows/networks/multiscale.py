@@ -30,15 +30,16 @@ class MultiscaleFlow(PrunableMixin, FlowNetwork):
 
     ``forward(x)`` returns the :class:`FlowNetwork` protocol dict; ``z`` (B, C*H*W)
     concatenates the factored-out halves of every stage and the last stage's output.
+    ``hidden_channels`` is the tuple of the hidden convs' channels of every vector field.
     """
 
-    def __init__(self, data_shape, hidden=(64, 64, 64), blocks=2, activation="softplus", solver=None,
+    def __init__(self, data_shape, hidden_channels=(64, 64, 64), blocks=2, activation="softplus", solver=None,
                  probe="gaussian", alpha=1e-6, end_time=1.0, train_end_time=True, num_scales=None):
         channels, height, width = data_shape
         num_scales = num_scales or number_of_scales(height, width)
 
         def cnfs(c):
-            return [CNF(ConcatConvField(c, hidden, activation), divergence="hutchinson", probe=probe,
+            return [CNF(ConcatConvField(c, hidden_channels, activation), divergence="hutchinson", probe=probe,
                         solver=solver or SolverSpec(**IMAGE_SOLVER), end_time=end_time, train_end_time=train_end_time)
                     for _ in range(blocks)]
 
@@ -91,7 +92,8 @@ def _image_factory(default_shape):
     def factory(num_classes=None, num_in_channels=None, hidden=(64, 64, 64), blocks=2, image_size=None,
                 probe="gaussian", alpha=1e-6, end_time=1.0, train_end_time=True, num_scales=None, **solver_kwargs):
         """torchprune's signature: ``num_classes`` is ignored (a density model); ``num_in_channels``
-        and ``image_size`` override the image shape; ``hidden`` the vector fields' widths."""
+        and ``image_size`` override the image shape; ``hidden`` (the keyword of ``network.kwargs``)
+        is the tuple of the vector fields' hidden channels, ``MultiscaleFlow``'s ``hidden_channels``."""
         channels, size = default_shape[0], default_shape[1]
         shape = (num_in_channels or channels, image_size or size, image_size or size)
         solver = SolverSpec(**dict(IMAGE_SOLVER, **solver_kwargs))
