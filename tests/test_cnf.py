@@ -4,18 +4,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
+from conftest import linear_field
 from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec, nfe_counts, set_solver, standard_normal_logprob
-
-
-class LinearField(nn.Module):
-    def __init__(self, matrix):
-        super().__init__()
-        self.A = nn.Parameter(matrix.clone())
-
-    def forward(self, t, z):
-        return z @ self.A.T
 
 
 def _matrix(dim=3, seed=0):
@@ -30,7 +21,7 @@ def _analytic_logp(x, A, T):
 
 def _flow(A, divergence, end_time=1.0, train_end_time=False, **solver):
     spec = SolverSpec(**{"atol": 1e-9, "rtol": 1e-9, **solver})
-    cnf = CNF(LinearField(A), divergence=divergence, solver=spec, end_time=end_time, train_end_time=train_end_time)
+    cnf = CNF(linear_field(A), divergence=divergence, solver=spec, end_time=end_time, train_end_time=train_end_time)
     return FlowNetwork([cnf], (A.shape[0],)).double()
 
 
@@ -121,7 +112,7 @@ def test_unknown_options_are_rejected():
     with pytest.raises(ValueError, match="unknown solver method"):
         SolverSpec(method="dopri7")
     with pytest.raises(ValueError, match="unknown divergence"):
-        CNF(LinearField(_matrix()), divergence="trace")
+        CNF(linear_field(_matrix()), divergence="trace")
 
 
 def test_seminorm_adjoint_is_the_default_and_matches_the_plain_adjoint():
