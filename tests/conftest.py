@@ -94,6 +94,39 @@ class TinyExperiment:
 
 
 @pytest.fixture
+def in_repo(monkeypatch):
+    """The repository root as the working directory (config include paths are relative to it)."""
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def one_error_line(capsys, *words):
+    """The single line a command wrote to stderr: it starts with ``error: `` and names ``words``."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for word in words:
+        assert word in err[0], err[0]
+    return err[0]
+
+
+def linear_field(matrix):
+    """``f(t, z) = A z`` with ``A`` a parameter, counting its calls in ``.calls``: the vector field
+    with closed-form solutions ``z(T) = e^{AT} z(0)`` and divergence ``tr A``."""
+    from torch import nn
+
+    class LinearField(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = nn.Parameter(matrix.clone())
+            self.calls = 0
+
+        def forward(self, t, z):
+            self.calls += 1
+            return z @ self.A.T
+
+    return LinearField()
+
+
+@pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A :class:`TinyExperiment` in ``tmp_path``, which is also made the working directory."""
     monkeypatch.chdir(tmp_path)

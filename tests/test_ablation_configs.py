@@ -30,11 +30,6 @@ GROUPS = [
 MATCHED_WITHIN = 1.12
 
 
-@pytest.fixture
-def in_repo(monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)  # include paths are relative to the directory the command runs from
-
-
 def variants(name):
     cfg = load_config(os.path.join(ABLATION, name))
     return cfg, expand_customizations(cfg)
@@ -77,7 +72,7 @@ def test_depth_width_sweeps_the_reference_shapes_at_matched_parameter_counts(in_
     for shape, count in counts.items():  # Linear(2,H), (L-2) x Linear(H,H), Linear(H,2)
         layers, hidden = map(int, re.fullmatch(r"l(\d+)_h(\d+)", shape).groups())
         assert count == 5 * hidden + 2 + (layers - 2) * (hidden * hidden + hidden)
-    assert counts["l2_h128"] == 642 and counts["l4_h64"] == 8642  # flows-reference.md §2
+    assert counts["l2_h128"] == 642 and counts["l4_h64"] == 8642  # README, "Networks, data, objectives"
     for group in GROUPS:
         sizes = [counts[shape] for shape in group]
         assert max(sizes) / min(sizes) <= MATCHED_WITHIN, dict(zip(group, sizes))

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from conftest import one_error_line
 from torchprune_flows.runner.analyses.cost import format_ms, format_nfe, format_percent
 from torchprune_flows.runner.analyze import main
 from torchprune_flows.runner.report import read_results_csv
@@ -31,12 +32,6 @@ def table_rows(text):
 def read_log(out, step):
     with open(os.path.join(out, "logs", step + ".jsonl")) as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def one_error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
 
 
 # -- NFE in the run's results and logs ---------------------------------------------------------

@@ -40,9 +40,7 @@ def _check_sweep(out, keeps):
     return rows
 
 
-@pytest.fixture
-def in_repo(monkeypatch, torch_single_thread):
-    monkeypatch.chdir(REPO_ROOT)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def test_miniboone_config_on_the_real_rows(tmp_path, in_repo):

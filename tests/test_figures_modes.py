@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import one_error_line
 from torchprune_flows.runner.analyze import main
 from torchprune_flows.analysis.modes import gaussian_mass_within, mode_coverage, standardized_distances
 from torchprune_flows.data.toy import ToyGaussians, ToyGaussiansSpiral
@@ -143,7 +144,7 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 
 def test_density_grid_integrates_to_about_one(run_dir):
-    from torchprune_flows.runner.analyses.figure import density_on_grid, field_on_grid
+    from torchprune_flows.analysis import density_on_grid, field_on_grid
     from torchprune_flows.runner.runs import FinishedRun
 
     run = FinishedRun(run_dir)
@@ -200,14 +201,6 @@ def test_default_outputs_go_to_the_runs_analysis_folder(run_dir, tmp_path):
                                                                   "modes.png"]
 
 
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
-
-
 @pytest.mark.parametrize("command", ["figure", "modes"])
 @pytest.mark.parametrize("args,message", [
     (["--methods", "XYZ"], "XYZ"),
@@ -217,14 +210,14 @@ def one_line_error(capsys, *words):
 ])
 def test_bad_selection_is_one_line_and_exit_2(run_dir, capsys, tmp_path, command, args, message):
     assert main([command, run_dir, *args, "--out", str(tmp_path / "x.png")]) == 2
-    one_line_error(capsys, message)
+    one_error_line(capsys, message)
     assert not os.listdir(tmp_path)
 
 
 def test_not_a_run_folder(tmp_path, capsys):
     for command in ("figure", "modes"):
         assert main([command, str(tmp_path)]) == 2
-        one_line_error(capsys, "not an experiment folder")
+        one_error_line(capsys, "not an experiment folder")
 
 
 def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsys, monkeypatch):
@@ -237,7 +230,7 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
     with open(path, "w") as handle:
         yaml.safe_dump(cfg, handle)
     assert main(["modes", copy, "-n", "10"]) == 2
-    one_line_error(capsys, "ToyMoons", "mixture")
+    one_error_line(capsys, "ToyMoons", "mixture")
 
     import torchprune_flows.runner.analyses.figure as figure
 
@@ -250,5 +243,5 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
 
     monkeypatch.setattr(figure, "load_test_split", lambda run: ThreeD())
     assert main(["figure", run_dir, "--out", str(tmp_path / "f.png")]) == 2
-    one_line_error(capsys, "2-D", "3 dimensions")
+    one_error_line(capsys, "2-D", "3 dimensions")
     assert not os.path.exists(tmp_path / "f.png")

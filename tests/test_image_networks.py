@@ -1,5 +1,4 @@
 """Multiscale image flows: parameter counts, logit/squeeze layers, bits/dim, FT/WT on conv flows."""
-import math
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ from conftest import SHARED_DATA
 from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.cnf.fixed_layers import LogitTransform, Squeeze
 from torchprune_flows.networks.multiscale import MultiscaleFlow, number_of_scales
-from torchprune_flows.objectives import NLLBitsLoss, bits_per_dim
+from torchprune_flows.objectives import NLLBitsLoss
 from torchprune_flows.pruning import count_parameters, prunable_layers, prune
 
 MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
@@ -63,14 +62,6 @@ def test_squeeze_moves_each_2x2_patch_into_channels():
             for j in range(2):
                 assert torch.equal(y[:, 4 * c + 2 * i + j], x[:, c, i::2, j::2])
     assert torch.equal(Squeeze()(y, delta, reverse=True)[0], x)
-
-
-def test_bits_per_dim_from_log_likelihoods():
-    z = torch.randn(5, 12)
-    delta = torch.randn(5)
-    log_p = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(1) - delta
-    expected = np.mean([-(lp / 12 - math.log(256)) / math.log(2) for lp in log_p.tolist()])
-    assert bits_per_dim({"z": z, "delta_logp": delta}).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_bits_per_dim_of_a_flow_with_zero_vector_fields():

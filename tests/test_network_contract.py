@@ -18,9 +18,8 @@ import torch.nn.functional as F
 
 from torchprune_flows.cnf import cnf_blocks, set_solver, standard_normal_logprob, without_divergence
 from torchprune_flows.pruning import (count_nonzero, count_parameters, export_state, get_masks, import_state,
-                                      prunable_layers, prune, structured_chains)
+                                      prunable_layers, prune, structured_chains, unit_companions)
 from torchprune_flows.pruning.masks import refresh_pruned_tensors
-from torchprune_flows.pruning.structure import unit_companions
 from torchprune_flows.registry import NETWORKS
 
 #: every family (template or sized exact name) and its examples, listed at import, i.e. before any

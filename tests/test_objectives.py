@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from torchprune_flows.objectives import (MCorr, NLLBits, NLLBitsLoss, NLLNatsLoss, NLLPrior, NLLPriorLoss, TopK)
+from torchprune_flows.objectives import (MCorr, NLLBits, NLLBitsLoss, NLLNatsLoss, NLLPrior, NLLPriorLoss, TopK,
+                                         bits_per_dim)
 
 
 def _outputs(batch=5, shape=(3,), seed=0):
@@ -29,6 +30,7 @@ def test_bits_per_dim_from_log_likelihoods():
     # log-likelihood of 8-bit data: the density of x/256 plus dims * log(1/256) per sample
     expected = (-(log_p - dims * math.log(256)) / (dims * math.log(2))).mean()
     assert NLLBitsLoss()(out, None).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert bits_per_dim(out).item() == pytest.approx(expected.item(), rel=1e-5)
     assert NLLBits(10)(out, None) == pytest.approx(-expected.item(), rel=1e-5)
 
 
@@ -49,4 +51,3 @@ def test_topk_and_matthews_correlation():
     fn = ((pred == 0) & (targets == 1)).sum().item()
     mcc = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     assert MCorr(2)(logits, targets) == pytest.approx(mcc)
-    assert TopK(2).short_name and MCorr(2).short_name and NLLPrior(2).short_name

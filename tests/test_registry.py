@@ -214,7 +214,7 @@ def test_listing_shows_families_with_examples_and_filters(capsys):
 
     assert main(["networks"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    template = "ffjord_l{num_layers:d}_h{hidden:d}_{activation}[_{suffix:*}]"
+    template = "ffjord_l{num_linear_layers:d}_h{hidden_width:d}_{activation}[_{suffix:*}]"
     at = lines.index(f"  {template}")
     example = NETWORKS.examples(template)[0]
     assert lines[at + 1] == f"      e.g. {example}"

@@ -182,7 +182,8 @@ def test_report_markdown(rows, tmp_path):
 
     table = [l for l in report.splitlines() if l.startswith("| ")]
     header = table[0]
-    assert header.index("FilterThresNet") >= 0 and header.index("| ThresNet") >= 0
+    columns = [cell.strip() for cell in header.strip("| ").split("|")]
+    assert columns[:2] == ["Prune ratio (%)", "Number of parameters"] and sorted(columns[2:]) == sorted(METHODS)
 
     ref_mean, ref_std = _expected_loss_stats(rows, "ReferenceNet", 1.0)
     ref_cell = f"{ref_mean:.2f} ± {ref_std:.2f}"
@@ -190,10 +191,12 @@ def test_report_markdown(rows, tmp_path):
     assert zero_row.count(ref_cell) == 2  # shown under both methods
     assert "| 43.3K |" in zero_row
 
-    for keep in KEEP_RATIOS[:2]:
+    for keep in KEEP_RATIOS[:2]:  # every method's loss in its own column of its prune ratio's row
+        row = next(l for l in table if l.startswith(f"| {round(100 * (1 - keep))} |"))
+        cells = [cell.strip() for cell in row.strip("| ").split("|")]
         for method in METHODS:
             mean, std = _expected_loss_stats(rows, method, keep)
-            assert f"{mean:.2f} ± {std:.2f}" in report
+            assert cells[columns.index(method)] == f"{mean:.2f} ± {std:.2f}"
 
     row_90 = next(l for l in table if l.startswith("| 90 |"))
     wt_mean, _ = _expected_loss_stats(rows, "ThresNet", KEEP_RATIOS[2])

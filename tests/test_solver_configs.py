@@ -9,9 +9,8 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, linear_field
 from torchprune_flows.runner.cli import check_names
 from torchprune_flows.runner.config import expand_customizations, load_config
 from torchprune_flows.cnf import CNF, SolverSpec, cnf_blocks
@@ -28,11 +27,6 @@ SUFFIXES = {  # suffix -> (method, adjoint)
 TOYS = {"gaussians": ("ToyGaussians", "ffjord_l2_h128_sigmoid"),
         "gaussiansspiral": ("ToyGaussiansSpiral", "ffjord_l4_h64_sigmoid"),
         "spirals": ("ToySpirals2", "ffjord_l4_h64_sigmoid")}
-
-
-@pytest.fixture
-def in_repo(monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)  # include paths are relative to the directory the command runs from
 
 
 def test_the_toy_solver_sweeps_are_shipped():
@@ -61,17 +55,6 @@ def test_solver_sweep_config_resolves_every_suffix(path, in_repo):
         assert cfg["training"] == toy["training"] and cfg["experiments"] == toy["experiments"]
 
 
-class LinearField(nn.Module):
-    def __init__(self, matrix):
-        super().__init__()
-        self.A = nn.Parameter(matrix.clone())
-        self.calls = 0
-
-    def forward(self, t, z):
-        self.calls += 1
-        return z @ self.A.T
-
-
 def _linear_problem():
     g = torch.Generator().manual_seed(0)
     A = 0.5 * torch.randn(3, 3, generator=g, dtype=torch.float64)
@@ -81,7 +64,7 @@ def _linear_problem():
 def _solve(method, backend, step, adjoint=True, reverse=False):
     """(z(1) of the solve, e^{±A} z0, the CNF block) for dz/dt = A z."""
     A, z0 = _linear_problem()
-    cnf = CNF(LinearField(A), divergence="none",
+    cnf = CNF(linear_field(A), divergence="none",
               solver=SolverSpec(backend=backend, method=method, step_size=step, adjoint=adjoint)).double()
     z1, _ = cnf(z0, reverse=reverse)
     return z1.detach(), z0 @ torch.linalg.matrix_exp(-A if reverse else A).T, cnf

@@ -9,7 +9,8 @@ from torchprune_flows.networks.tabular import TabularFlow
 from torchprune_flows.pruning import count_parameters, prunable_layers, prune
 from torchprune_flows.pruning.masks import refresh_pruned_tensors
 
-#: (dataset, D, network) of flows-reference.md section 2, with the parameter counts to match
+#: (dataset, D, network) of the paper's tabular flows (README, "Networks, data, objectives"), with
+#: the parameter counts to match
 PAPER_NETWORKS = [
     ("POWER", 6, "ffjord_l3_hm10_f5_tanh", 43325),
     ("GAS", 8, "ffjord_l3_hm20_f5_tanh", 278565),

@@ -55,3 +55,32 @@ def test_gaussians_sit_on_a_circle_with_the_stated_spread():
 def test_dataset_size_can_be_reduced():
     d = tf.build_dataset("ToyGaussians", split="test", num_test=100)
     assert len(d) == 100
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_stream_ids_keep_the_data_the_datasets_always_had(name):
+    """Each dataset's stream is the one its class name used to pick (the sum of its characters),
+    now an explicit constant: the same points, bit for bit, as before the constant existed."""
+    cls = type(tf.build_dataset(name, split="test", num_train=20, num_test=10))
+    assert cls.STREAM_ID == sum(map(ord, name))
+    seed = 5
+    rng = np.random.default_rng([seed, 1, sum(map(ord, name))])  # the test part's stream
+    x, y = cls.generate(None, 10, rng)
+    order = rng.permutation(len(x))
+    train = cls(split="trainval", seed=seed, num_train=20, num_test=10)
+    expected = (x[order] - train.mean) / train.std
+    test = cls(split="test", seed=seed, num_train=20, num_test=10)
+    assert torch.equal(test.data, torch.as_tensor(expected, dtype=torch.float32))
+    assert torch.equal(test.targets, torch.as_tensor(y[order], dtype=torch.long))
+
+
+def test_renaming_a_dataset_class_keeps_its_data():
+    from torchprune_flows.data.toy import ToyDataset, ToyMoons
+
+    renamed = type("SomeOtherName", (ToyMoons,), {})
+    assert torch.equal(renamed(seed=2).data, ToyMoons(seed=2).data)
+    ids = [cls.STREAM_ID for cls in ToyDataset.__subclasses__()]
+    assert len(set(ids)) == len(ids)  # every dataset draws from a stream of its own
+    with pytest.raises(TypeError, match="STREAM_ID"):
+        type("NoStream", (ToyDataset,), {"num_train": 4, "num_test": 4,
+                                         "generate": lambda self, n, rng: (np.zeros((n, 2)), np.zeros(n))})()

@@ -128,17 +128,23 @@ def nfe_counts(model):
 
 
 @contextlib.contextmanager
-def without_divergence(model):
-    """Integrate only the state in every CNF block (sampling needs no log-density, nor probes)."""
-    blocks = cnf_blocks(model)
+def with_divergence(model, divergence):
+    """Every CNF block of ``model`` uses the estimator ``divergence`` (a name in
+    :data:`~torchprune_flows.cnf.divergence.DIVERGENCES`; ``None``: unchanged) inside the block."""
+    blocks = cnf_blocks(model) if divergence is not None else []
     saved = [b.odefunc.divergence for b in blocks]
     for block in blocks:
-        block.odefunc.divergence = "none"
+        block.odefunc.divergence = divergence
     try:
         yield model
     finally:
-        for block, divergence in zip(blocks, saved):
-            block.odefunc.divergence = divergence
+        for block, saved_divergence in zip(blocks, saved):
+            block.odefunc.divergence = saved_divergence
+
+
+def without_divergence(model):
+    """Integrate only the state in every CNF block (sampling needs no log-density, nor probes)."""
+    return with_divergence(model, "none")
 
 
 def set_solver(model, **changes):

@@ -4,10 +4,8 @@ import math
 import torch
 from torch import nn
 
-from .divergence import divergence_exact, divergence_hutchinson, sample_probe
+from .divergence import DIVERGENCES, sample_probe
 from .solver import SolverError
-
-DIVERGENCES = ("exact", "hutchinson", "none")
 
 
 class AugmentedDynamics(nn.Module):
@@ -68,7 +66,7 @@ class AugmentedDynamics(nn.Module):
     def begin_solve(self, z):
         """Fix the shape of z and the Hutchinson probe for the coming solve."""
         self.state_shape = z.shape[1:]
-        self.probe = sample_probe(z, self.probe_kind) if self.divergence == "hutchinson" else None
+        self.probe = sample_probe(z, self.probe_kind) if DIVERGENCES[self.divergence].uses_probe else None
 
     def pack(self, z, delta_logp):
         return torch.cat([z.reshape(z.shape[0], -1), delta_logp.reshape(-1, 1)], dim=1)
@@ -83,12 +81,7 @@ class AugmentedDynamics(nn.Module):
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             f = self.vector_field(time, z)
-            if self.divergence == "none":  # plain neural ODE: the log-density is not tracked
-                div = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
-            elif self.divergence == "exact":
-                div = divergence_exact(f, z, create_graph)
-            else:
-                div = divergence_hutchinson(f, z, probe, create_graph)
+            div = DIVERGENCES[self.divergence].function(f, z, create_graph, probe=probe)
         return f, div
 
     def forward(self, t, x):

@@ -29,12 +29,35 @@ STANDARD_NORMAL = StandardNormalPrior()
 LATENT_LAYOUT, PRIOR_LAYOUT = "latent", "prior"
 
 
+def apply_layers(layers, x, delta_logp, reverse=False):
+    """Run flow layers in order, or in reverse order with ``reverse=True``: ``(y, delta_logp)``."""
+    for layer in (reversed(layers) if reverse else layers):
+        x, delta_logp = layer(x, delta_logp, reverse=reverse)
+    return x, delta_logp
+
+
+class FlowSequence(nn.Module):
+    """Flow layers applied in order (density direction) or in reverse order (``reverse=True``).
+
+    Itself a :class:`~torchprune_flows.cnf.protocols.FlowLayer`:
+    ``sequence(x, delta_logp, reverse=False) -> (y, delta_logp)`` with ``delta_logp`` of shape (N,).
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x, delta_logp, reverse=False):
+        return apply_layers(self.layers, x, delta_logp, reverse)
+
+
 class FlowNetwork(nn.Module):
     """A density model ``log p(x) = log N(z; 0, I) - delta_logp`` with ``z`` the flow of ``x``.
 
-    ``layers`` is a sequence of flow layers with the signature
-    ``layer(x, delta_logp, reverse=False) -> (y, delta_logp)`` (CNF blocks, fixed transforms;
-    ``delta_logp`` of shape (N,)); ``log_prob`` and ``sample`` serve users directly.
+    ``layers`` is a sequence of :class:`~torchprune_flows.cnf.protocols.FlowLayer` s with the
+    signature ``layer(x, delta_logp, reverse=False) -> (y, delta_logp)`` (CNF blocks, fixed
+    transforms, :class:`FlowSequence` s; ``delta_logp`` of shape (N,)); ``log_prob`` and
+    ``sample`` serve users directly.
 
     **Output protocol** (the one place it is stated). ``forward(x)`` returns a dict that both
     this package's and torchprune's losses and metrics read, for a batch of N samples:
@@ -67,9 +90,7 @@ class FlowNetwork(nn.Module):
 
     def forward(self, x):
         delta_logp = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        z = x
-        for layer in self.chain:
-            z, delta_logp = layer(z, delta_logp)
+        z, delta_logp = apply_layers(self.chain, x, delta_logp)
         return self.outputs(x, z, delta_logp)
 
     def outputs(self, x, z, delta_logp):
@@ -91,9 +112,7 @@ class FlowNetwork(nn.Module):
     def inverse(self, z):
         """Data ``x`` for latents ``z``: the chain run in reverse."""
         delta_logp = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for layer in reversed(self.chain):
-            z, delta_logp = layer(z, delta_logp, reverse=True)
-        return z
+        return apply_layers(self.chain, z, delta_logp, reverse=True)[0]
 
     @torch.no_grad()
     def sample(self, num_samples, generator=None, z=None):

@@ -73,13 +73,18 @@ def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
 
 
 class ToyDataset(RowDataset):
-    """Base class: subclasses set ``num_train``, ``num_test`` and ``generate(n, rng)``.
+    """Base class: subclasses set ``STREAM_ID``, ``num_train``, ``num_test`` and ``generate(n, rng)``.
+
+    ``STREAM_ID`` picks the dataset's random stream (with the seed and the part, train or test):
+    an explicit constant, distinct per dataset, so that renaming a class keeps its data. The
+    datasets below use the values they always had (the sum of the characters of their names).
 
     The signature is torchprune's dataset signature (``root``, ``train``, ``download``,
     ``transform``, ``file_dir``), plus ``split`` ("train", "val", "test"), ``seed``, and
     ``num_train`` / ``num_test`` to generate fewer (or more) points than the paper's sizes.
     """
 
+    STREAM_ID = None
     num_train = num_test = 0
 
     def __init__(self, root=None, train=True, download=True, transform=None, split=None, seed=0,
@@ -106,7 +111,9 @@ class ToyDataset(RowDataset):
 
     @classmethod
     def stream_id(cls):
-        return sum(map(ord, cls.__name__))
+        if cls.STREAM_ID is None:
+            raise TypeError(f"{cls.__name__} sets no STREAM_ID (an int of its own that picks its random stream)")
+        return cls.STREAM_ID
 
     def generate(self, n, rng):
         raise NotImplementedError
@@ -120,6 +127,8 @@ class ToyDataset(RowDataset):
 @register_dataset("ToyGaussians")
 class ToyGaussians(ToyDataset):
     """6 Gaussians (std 0.5) on a circle of radius 4."""
+
+    STREAM_ID = 1258
 
     num_train, num_test = 16380, 8190
 
@@ -135,6 +144,8 @@ class ToyGaussians(ToyDataset):
 class ToyGaussiansSpiral(ToyDataset):
     """10 Gaussians on a spiral, radius 4 -> 1, std 0.3 -> 0.1."""
 
+    STREAM_ID = 1877
+
     num_train, num_test = 16380, 8190
 
     def generate(self, n, rng):
@@ -149,6 +160,8 @@ class ToyGaussiansSpiral(ToyDataset):
 class ToySpirals2(ToyDataset):
     """Two-arm spiral density, noise 0.5, 2^14 points per arm."""
 
+    STREAM_ID = 1100
+
     num_train, num_test = 32768, 16384
 
     def generate(self, n, rng):
@@ -158,6 +171,8 @@ class ToySpirals2(ToyDataset):
 @register_dataset("ToyMoons")
 class ToyMoons(ToyDataset):
     """Two moons, noise 0.1 (classification)."""
+
+    STREAM_ID = 840
 
     num_train, num_test = 1024, 512
 
@@ -169,6 +184,8 @@ class ToyMoons(ToyDataset):
 class ToyConcentric(ToyDataset):
     """Two concentric circles of radius 0.75 and 1.5, noise 0.1 (classification)."""
 
+    STREAM_ID = 1348
+
     num_train, num_test = 1024, 512
 
     def generate(self, n, rng):
@@ -178,6 +195,8 @@ class ToyConcentric(ToyDataset):
 @register_dataset("ToySpirals")
 class ToySpirals(ToyDataset):
     """Two-arm spiral, noise 0.9 (classification)."""
+
+    STREAM_ID = 1050
 
     num_train, num_test = 2048, 1024
 

@@ -38,11 +38,12 @@ class ConcatSquashLinear(nn.Module):
 class ConcatSquashField(TimeLayerStack):
     """``f(t, z)`` through concatsquash layers ``D -> H -> ... -> H -> D`` with ``act`` between.
 
-    ``num_layers`` counts concatsquash layers; their main Linear layers form the pruning chain.
+    ``hidden_width`` is the int H; ``num_layers`` counts all concatsquash layers (the hidden
+    ones and the output one); their main Linear layers form the pruning chain.
     """
 
-    def __init__(self, dim, hidden, num_layers, activation):
+    def __init__(self, dim, hidden_width, num_layers, activation):
         if num_layers < 1:
             raise ValueError(f"a concatsquash vector field needs at least 1 layer, got {num_layers}")
-        widths = [dim] + [hidden] * (num_layers - 1) + [dim]
+        widths = [dim] + [hidden_width] * (num_layers - 1) + [dim]
         super().__init__([ConcatSquashLinear(a, b) for a, b in zip(widths[:-1], widths[1:])], activation)

@@ -38,12 +38,14 @@ class ConcatConv2d(nn.Module):
 
 
 class ConcatConvField(TimeLayerStack):
-    """``f(t, z)``: 3x3 concat convs ``C -> hidden -> ... -> hidden -> C`` with ``act`` between.
+    """``f(t, z)``: 3x3 concat convs ``C -> h_1 -> ... -> h_k -> C`` with ``act`` between.
+
+    ``hidden_channels`` is the tuple ``(h_1, ..., h_k)`` of the hidden convs' output channels.
 
     The data convs form the pruning chain: filters of hidden layers may be removed, the C output
     channels never, and the time convs only together with the filters they feed.
     """
 
-    def __init__(self, channels, hidden=(64, 64, 64), activation="softplus"):
-        widths = [channels, *hidden, channels]
+    def __init__(self, channels, hidden_channels=(64, 64, 64), activation="softplus"):
+        widths = [channels, *hidden_channels, channels]
         super().__init__([ConcatConv2d(a, b) for a, b in zip(widths[:-1], widths[1:])], activation)

@@ -29,19 +29,20 @@ def make_activation(name):
 class MLPField(nn.Module):
     """Autonomous ``f(t, z) = MLP(z)``: ``Linear(D, H), act, [Linear(H, H), act] x (L-2), Linear(H, D)``.
 
-    ``num_layers`` counts Linear layers. The Linear layers form one chain for structured
-    pruning: hidden units may be removed, the D output units never.
+    ``dim`` is D, ``hidden_width`` the int H, ``num_linear_layers`` the L Linear layers (L - 1
+    hidden layers). The Linear layers form one chain for structured pruning: hidden units may be
+    removed, the D output units never.
     """
 
-    def __init__(self, dim, hidden, num_layers, activation):
+    def __init__(self, dim, hidden_width, num_linear_layers, activation):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"an MLP vector field needs at least 1 layer, got {num_layers}")
-        widths = [dim] + [hidden] * (num_layers - 1) + [dim]
+        if num_linear_layers < 1:
+            raise ValueError(f"an MLP vector field needs at least 1 layer, got {num_linear_layers}")
+        widths = [dim] + [hidden_width] * (num_linear_layers - 1) + [dim]
         layers = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Linear(w_in, w_out))
-            if i < num_layers - 1:
+            if i < num_linear_layers - 1:
                 layers.append(make_activation(activation))
         self.net = nn.Sequential(*layers)
 

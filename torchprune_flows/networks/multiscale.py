@@ -7,12 +7,11 @@ field ``C -> 64 -> 64 -> 64 -> C`` (softplus), Hutchinson divergence with a Gaus
 dopri5 at atol = rtol = 1e-5, adjoint gradients and a learnable end time.
 """
 import torch
-from torch import nn
 
-from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..cnf import CNF, FlowNetwork, FlowSequence, SolverSpec
 from ..cnf.fixed_layers import LogitTransform, Squeeze
+from ..pruning import PrunableMixin
 from ..registry import register_network
-from .base import PrunableMixin
 from .conv import ConcatConvField
 
 IMAGE_SOLVER = dict(method="dopri5", atol=1e-5, rtol=1e-5, adjoint=True)
@@ -26,33 +25,21 @@ def number_of_scales(height, width):
     return scales
 
 
-class Stage(nn.Module):
-    """Flow layers applied in order (density direction) or in reverse order (sampling)."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x, delta_logp, reverse=False):
-        for layer in (reversed(self.layers) if reverse else self.layers):
-            x, delta_logp = layer(x, delta_logp, reverse=reverse)
-        return x, delta_logp
-
-
 class MultiscaleFlow(PrunableMixin, FlowNetwork):
     """Multiscale CNF over images of ``data_shape`` (C, H, W) with values in [0, 1].
 
     ``forward(x)`` returns the :class:`FlowNetwork` protocol dict; ``z`` (B, C*H*W)
     concatenates the factored-out halves of every stage and the last stage's output.
+    ``hidden_channels`` is the tuple of the hidden convs' channels of every vector field.
     """
 
-    def __init__(self, data_shape, hidden=(64, 64, 64), blocks=2, activation="softplus", solver=None,
+    def __init__(self, data_shape, hidden_channels=(64, 64, 64), blocks=2, activation="softplus", solver=None,
                  probe="gaussian", alpha=1e-6, end_time=1.0, train_end_time=True, num_scales=None):
         channels, height, width = data_shape
         num_scales = num_scales or number_of_scales(height, width)
 
         def cnfs(c):
-            return [CNF(ConcatConvField(c, hidden, activation), divergence="hutchinson", probe=probe,
+            return [CNF(ConcatConvField(c, hidden_channels, activation), divergence="hutchinson", probe=probe,
                         solver=solver or SolverSpec(**IMAGE_SOLVER), end_time=end_time, train_end_time=train_end_time)
                     for _ in range(blocks)]
 
@@ -64,7 +51,7 @@ class MultiscaleFlow(PrunableMixin, FlowNetwork):
             if i < num_scales - 1:
                 layers += [Squeeze()] + cnfs(4 * c)
                 c, h, w = 4 * c, h // 2, w // 2
-            stages.append(Stage(layers))
+            stages.append(FlowSequence(layers))
             shapes.append((c, h, w))
             if i < num_scales - 1:
                 c //= 2
@@ -105,7 +92,8 @@ def _image_factory(default_shape):
     def factory(num_classes=None, num_in_channels=None, hidden=(64, 64, 64), blocks=2, image_size=None,
                 probe="gaussian", alpha=1e-6, end_time=1.0, train_end_time=True, num_scales=None, **solver_kwargs):
         """torchprune's signature: ``num_classes`` is ignored (a density model); ``num_in_channels``
-        and ``image_size`` override the image shape; ``hidden`` the vector fields' widths."""
+        and ``image_size`` override the image shape; ``hidden`` (the keyword of ``network.kwargs``)
+        is the tuple of the vector fields' hidden channels, ``MultiscaleFlow``'s ``hidden_channels``."""
         channels, size = default_shape[0], default_shape[1]
         shape = (num_in_channels or channels, image_size or size, image_size or size)
         solver = SolverSpec(**dict(IMAGE_SOLVER, **solver_kwargs))

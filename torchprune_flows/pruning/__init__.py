@@ -2,10 +2,12 @@
 from .masks import (apply_masks, count_nonzero, count_parameters, effective_tensors, export_state,
                     get_masks, import_state)
 from .methods import ALIASES, METHODS, PruningError, canonical_method, prune, prune_filters, prune_weights
-from .structure import prunable_layers, structured_chains
+from .protocol import (PrunableField, PrunableMixin, is_prunable_type, prunable_layers, structured_chains,
+                       unit_companions)
 
 __all__ = [
-    "ALIASES", "METHODS", "PruningError", "apply_masks", "canonical_method", "count_nonzero",
-    "count_parameters", "effective_tensors", "export_state", "get_masks", "import_state", "prunable_layers",
-    "prune", "prune_filters", "prune_weights", "structured_chains",
+    "ALIASES", "METHODS", "PrunableField", "PrunableMixin", "PruningError", "apply_masks", "canonical_method",
+    "count_nonzero", "count_parameters", "effective_tensors", "export_state", "get_masks", "import_state",
+    "is_prunable_type", "prunable_layers", "prune", "prune_filters", "prune_weights", "structured_chains",
+    "unit_companions",
 ]

@@ -9,7 +9,7 @@ import difflib
 import torch
 
 from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
-from .structure import prunable_layers, structured_chains, unit_companions
+from .protocol import prunable_layers, structured_chains, unit_companions
 
 
 class PruningError(ValueError):

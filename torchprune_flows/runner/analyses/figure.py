@@ -11,7 +11,6 @@ Only the first CNF block is drawn (the toy flows have one). The density uses the
 as is, with the exact divergence (2 vector-Jacobian products in 2-D, deterministic) unless
 ``--divergence as-trained`` keeps the net's own estimator (seeded by ``--seed``).
 """
-import contextlib
 import math
 import os
 
@@ -63,54 +62,8 @@ def plot_range(points, margin):
     return lo - margin * span, hi + margin * span
 
 
-@contextlib.contextmanager
-def divergence_mode(net, divergence):
-    """Every CNF block of ``net`` with ``divergence`` (``None``: unchanged) inside the block."""
-    from torchprune_flows.cnf import cnf_blocks
-
-    blocks = cnf_blocks(net) if divergence else []
-    saved = [b.odefunc.divergence for b in blocks]
-    for block in blocks:
-        block.odefunc.divergence = divergence
-    try:
-        yield net
-    finally:
-        for block, value in zip(blocks, saved):
-            block.odefunc.divergence = value
-
-
-def density_on_grid(net, xs, ys, batch=5000, divergence="exact", seed=0):
-    """``exp(log p)`` of ``net`` at the grid points, shape (len(ys), len(xs)) (rows = y)."""
-    param = next(net.parameters())
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    points = torch.as_tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=param.dtype)
-    out = []
-    with torch.random.fork_rng(devices=[]), divergence_mode(net, divergence), torch.no_grad():
-        torch.manual_seed(seed)
-        for start in range(0, len(points), batch):
-            out.append(net.log_prob(points[start:start + batch].to(param.device)).double().cpu())
-    log_p = torch.cat(out).numpy().reshape(grid_x.shape)
-    return np.exp(np.where(np.isnan(log_p), -np.inf, log_p))
-
-
-def field_on_grid(net, xs, ys, time_fraction=0.0):
-    """``(U, V, number of CNF blocks)``: ``-f(x, t)`` of the first CNF block on the grid, or None."""
-    from torchprune_flows.cnf import cnf_blocks
-
-    blocks = cnf_blocks(net)
-    if not blocks:
-        return None
-    block = blocks[0]
-    param = next(net.parameters())
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    z = torch.as_tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=param.dtype, device=param.device)
-    with torch.no_grad():
-        t = (time_fraction * block.odefunc.end_time).to(param.device, param.dtype)
-        f = block.vector_field(t, z).reshape(len(z), -1).double().cpu().numpy()
-    return -f[:, 0].reshape(grid_x.shape), -f[:, 1].reshape(grid_x.shape), len(blocks)
-
-
 def _compute_row(run_, step, args, xs, ys, fxs, fys, mixture):
+    from torchprune_flows.analysis.grid import density_on_grid, field_on_grid
     from torchprune_flows.analysis.modes import mode_coverage
     from torchprune_flows.cnf import SolverError
 
