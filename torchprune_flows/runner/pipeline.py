@@ -23,10 +23,10 @@ from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
 from .config import keep_ratios, retraining_config
 from .data import build_loaders, build_splits
-from .report import RESULT_COLUMNS, write_report, write_results_csv
+from .render import write_report
+from .results import REFERENCE, RESULT_COLUMNS, write_results_csv
 from .training import DidNotConverge, evaluate, train
 
-REFERENCE = "ReferenceNet"
 LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats)",
                "NLLBitsLoss": "test NLL (bits/dim)", "CrossEntropyLoss": "test cross-entropy"}
 

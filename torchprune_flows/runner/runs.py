@@ -10,8 +10,7 @@ from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
 from .checkpoints import load_checkpoint, load_json
-
-REFERENCE = "ReferenceNet"
+from .results import REFERENCE
 
 
 class RunError(ValueError):

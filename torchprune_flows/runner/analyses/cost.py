@@ -35,9 +35,10 @@ import os
 import re
 
 
-from ..checkpoints import atomic_write, load_json, save_text
-from ..report import (REFERENCE_METHOD, finite_mean, format_param_count, format_percent, is_converged, is_finite,
-                      markdown_table, read_results_csv)
+from ..checkpoints import load_json, save_text
+from ..render import save_figure
+from ..results import (REFERENCE, finite_mean, format_param_count, format_percent, is_converged, is_finite,
+                       markdown_table, read_results_csv)
 from ..runs import RunError
 
 HELP = "NFE-F, NFE-B and time per batch against prune ratio, from runs and/or pytest-benchmark JSON"
@@ -150,7 +151,7 @@ def load_run(label, run_dir):
             "seconds": finite_mean(t["seconds"] for _, t in converged),
             "n_converged": len(converged), "n_total": len(members),
         })
-    summary.sort(key=lambda s: (s["method"] != REFERENCE_METHOD, s["method"], s["prune_ratio"]))
+    summary.sort(key=lambda s: (s["method"] != REFERENCE, s["method"], s["prune_ratio"]))
     return summary
 
 
@@ -295,7 +296,7 @@ def _plot(entries, line_key, dense_methods, title, path, panels=_PANELS):
         fig.suptitle(title)
         rows = math.ceil(len(labels) / 3) if handles else 0
         fig.tight_layout(rect=(0, min(0.45, 0.07 * rows + 0.02), 1, 1))
-        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path
@@ -328,7 +329,7 @@ def _run_sections(summaries, out_dir):
     for dataset, entries in by_dataset.items():
         several = len({e["run"] for e in entries}) > 1
         path = os.path.join(out_dir, f"cost_run_{_slug(dataset)}.png")
-        _plot(entries, lambda e: (e["run"] if several else None, e["method"]), {REFERENCE_METHOD},
+        _plot(entries, lambda e: (e["run"] if several else None, e["method"]), {REFERENCE},
               f"{dataset}: cost against prune ratio", path, _RUN_PANELS)
         plots.append(path)
         lines += [f"![{dataset} cost]({os.path.basename(path)})", ""]

@@ -18,9 +18,11 @@ import os
 import numpy as np
 import torch
 
-from ..runs import REFERENCE, FinishedRun, RunError
+from ..render import save_figure
+from ..results import REFERENCE
+from ..runs import FinishedRun, RunError
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     save_figure, select_steps, step_label)
+                     select_steps, step_label)
 
 HELP = "Figure S1 for a 2-D flow: learned density, samples and vector field of unpruned and pruned nets"
 

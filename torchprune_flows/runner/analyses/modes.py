@@ -6,17 +6,17 @@ standard deviations) and reports the share of samples near a mode, the share bet
 the number of modes captured (see :mod:`torchprune_flows.analysis.modes`). Writes
 ``modes.csv``, ``modes.md`` and ``modes.png`` into ``--out`` (default ``RUN_DIR/analysis/``).
 """
-import csv
-import io
 import math
 import os
 
 import numpy as np
 
 from ..checkpoints import save_text
-from ..runs import REFERENCE, FinishedRun, RunError
+from ..render import save_figure
+from ..results import REFERENCE, markdown_table, table_csv
+from ..runs import FinishedRun, RunError
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     percent, prune_ratio, save_figure, select_steps)
+                     percent, prune_ratio, select_steps)
 
 HELP = "mode coverage of samples (share near the true modes, modes captured) against prune ratio"
 
@@ -98,12 +98,7 @@ def run(args):
 
 
 def _csv_text(rows):
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, COLUMNS, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return table_csv(rows, COLUMNS)
 
 
 def _fmt(value, spec):
@@ -124,9 +119,8 @@ def _markdown(rows, run_, args, num_modes):
         f"samples of the true mixture give {100 * expected:.1f} % near modes. A mode is *captured* "
         f"with at least {100 * min_share:.2f} % of all samples near it; {num_modes} modes. *Between "
         "modes*: near no mode but inside the mixture's extent.", "",
-        "| Net | Model | Prune ratio (%) | Test NLL | Near modes (%) | Between modes (%) | Modes captured |",
-        "|---|---|:---:|:---:|:---:|:---:|:---:|",
     ]
+    body = []
     for row in rows:
         if row["error"]:
             cells = ["failed"] * 3
@@ -134,8 +128,9 @@ def _markdown(rows, run_, args, num_modes):
             cells = [_fmt(100 * row["share_near_modes"], ".1f"), _fmt(100 * row["share_between_modes"], ".1f"),
                      f"{row['modes_captured']} / {num_modes}"]
         model = "unpruned" if row["method"] == REFERENCE else method_label(row["method"])
-        lines.append(f"| {row['net']} | {model} | {percent(row['prune_ratio'])} | "
-                     f"{_fmt(row['test_loss'], '.3f')} | " + " | ".join(cells) + " |")
+        body.append([str(row["net"]), model, percent(row["prune_ratio"]), _fmt(row["test_loss"], ".3f"), *cells])
+    lines += markdown_table(["Net", "Model", "Prune ratio (%)", "Test NLL", "Near modes (%)", "Between modes (%)",
+                             "Modes captured"], body, align="llccccc")
     failed = [row for row in rows if row["error"]]
     if failed:
         lines += [""] + [f"- {row['step']}: sampling failed ({row['error']})" for row in failed]
