@@ -144,9 +144,9 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 def test_density_grid_integrates_to_about_one(run_dir):
     from torchprune_flows.runner.analyses.figure import density_on_grid, field_on_grid
-    from torchprune_flows.runner.runs import FinishedRun
+    from torchprune_flows.runner.runs import RunFolder
 
-    run = FinishedRun(run_dir)
+    run = RunFolder.open(run_dir)
     net = run.load_network(run.select("FT", 0.3))
     xs = ys = np.linspace(-6, 6, 41)
     density = density_on_grid(net, xs, ys, batch=500)

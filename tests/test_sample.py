@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchprune_flows.runner.runs import FinishedRun, RunError
+from torchprune_flows.runner.runs import RunError, RunFolder
 from torchprune_flows.runner.sample import main
 from torchprune_flows.pruning import count_nonzero, count_parameters
 
@@ -16,7 +16,7 @@ def test_samples_of_a_pruned_net_invert_its_density_direction(cascade_run, tmp_p
     samples = np.load(target)
     assert samples.shape == (40, 2) and np.isfinite(samples).all()
     # the pruned net (keep 0.3, closest to 0.31) maps its samples back to the same prior draws
-    run = FinishedRun(out)
+    run = RunFolder.open(out)
     step = run.select("FilterThresNet", 0.31)
     assert run.steps[step]["keep_ratio"] == pytest.approx(0.3)
     net = run.load_network(step)
@@ -57,4 +57,4 @@ def test_not_a_run_folder(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "not an experiment folder" in capsys.readouterr().err
     with pytest.raises(RunError):
-        FinishedRun(str(tmp_path))
+        RunFolder.open(str(tmp_path))

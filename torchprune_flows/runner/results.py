@@ -199,8 +199,8 @@ def read_results_csv(path):
 # --------------------------------------------------------------------------
 # Aggregation
 # --------------------------------------------------------------------------
-def _ratio_key(keep_ratio):
-    """Keep ratio rounded so that equal ratios group together."""
+def ratio_key(keep_ratio):
+    """A keep (or prune) ratio rounded so that equal ratios group together in summaries."""
     return round(float(keep_ratio), _RATIO_DECIMALS)
 
 
@@ -229,7 +229,7 @@ def _group_rows(rows):
     """Group rows by (dataset, method, rounded keep ratio), keeping order."""
     groups = {}
     for row in rows:
-        key = (row["dataset"], row["method"], _ratio_key(row["keep_ratio"]))
+        key = (row["dataset"], row["method"], ratio_key(row["keep_ratio"]))
         groups.setdefault(key, []).append(row)
     return groups
 
@@ -248,7 +248,7 @@ def _summarize_group(key, group):
         "network": group[0]["network"],
         "method": method,
         "keep_ratio": keep,
-        "prune_ratio": round(1.0 - keep, _RATIO_DECIMALS),
+        "prune_ratio": ratio_key(1.0 - keep),
         "test_loss_mean": loss_mean,
         "test_loss_std": loss_std,
         "n_converged": len(losses),

@@ -15,7 +15,7 @@ from torchprune_flows.pruning import PruningError
 from torchprune_flows.registry import UnknownNameError
 
 from .checkpoints import atomic_write
-from .runs import FinishedRun, RunError
+from .runs import RunError, RunFolder
 
 
 def parse_args(argv):
@@ -65,7 +65,7 @@ def main(argv=None):
     try:
         if args.num_samples < 1:
             raise RunError(f"--num-samples must be positive, got {args.num_samples}")
-        run = FinishedRun(args.run_dir)
+        run = RunFolder.open(args.run_dir)
         step = run.select(args.method, args.keep, args.net, args.repetition)
         net = run.load_network(step, args.device)
     except (RunError, PruningError, UnknownNameError) as err:
@@ -75,7 +75,7 @@ def main(argv=None):
         print(f"error: {run.cfg['network']['name']} is not a density model and cannot be sampled", file=sys.stderr)
         return 2
     samples = draw_samples(net, args.num_samples, args.batch, args.seed)
-    out = args.out or os.path.join(args.run_dir, "samples", step + ".npy")
+    out = args.out or run.samples(step)
     atomic_write(out, lambda handle: np.save(handle, samples))
     print(f"{len(samples)} samples of {step} (keep ratio {run.steps[step]['keep_ratio']:.3f}) in {out}")
     if args.plot:

@@ -20,7 +20,7 @@ from torchprune_flows.pruning import canonical_method
 
 from ..checkpoints import save_text
 from ..results import REFERENCE, markdown_table, table_csv
-from ..runs import FinishedRun, RunError
+from ..runs import RunError, RunFolder
 from .common import add_selection_arguments, method_label, run_methods, select_steps
 
 HELP = "Hessian of the training loss w.r.t. the kept parameters: λmax, trace, κ (tables S11-S12)"
@@ -119,20 +119,20 @@ def render_csv(rows):
 
 def run(args):
     _check(args)
-    finished = FinishedRun(args.run_dir)
+    finished = RunFolder.open(args.run_dir)
     steps = select_steps(finished, args.nets, args.methods, args.keep, args.repetition,
                          reference=not args.no_reference)
-    from ..pipeline import Experiment
+    from ..pipeline import build_loss
 
     dtype = getattr(torch, args.dtype)
-    loss_fn = Experiment(finished.cfg, finished.run_dir, args.device).loss_fn
+    loss_fn = build_loss(finished.cfg)
     x, y = training_subset(finished.cfg, args.samples, args.device, dtype)
     rows = [analyse_step(finished, step, loss_fn, x, y, args, dtype)
             for step in tqdm(steps, desc="hessian", unit="net", dynamic_ncols=True)]
     methods = [canonical_method(m) for m in args.methods] if args.methods else run_methods(finished)
     rows.sort(key=_sort_key(methods))
 
-    out_dir = args.out or os.path.join(args.run_dir, "analysis")
+    out_dir = args.out or finished.analysis_dir
     cfg = finished.cfg
     title = f"Hessian analysis: {cfg['network']['name']} on {cfg['network']['dataset']}"
     note = (f"Hessian of the training loss ({cfg['training']['loss']}) w.r.t. the kept parameters on the first "

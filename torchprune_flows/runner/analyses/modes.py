@@ -14,7 +14,7 @@ import numpy as np
 from ..checkpoints import save_text
 from ..render import save_figure
 from ..results import REFERENCE, markdown_table, table_csv
-from ..runs import FinishedRun, RunError
+from ..runs import RunError, RunFolder
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
                      percent, prune_ratio, select_steps)
 
@@ -64,7 +64,7 @@ def run(args):
         raise RunError(f"--radius must be positive, got {args.radius:g}")
     if args.min_share is not None and not 0.0 <= args.min_share <= 1.0:
         raise RunError(f"--min-share must lie in [0, 1], got {args.min_share:g}")
-    run_ = FinishedRun(args.run_dir)
+    run_ = RunFolder.open(args.run_dir)
     steps = select_steps(run_, args.nets, args.methods, args.keep, args.repetition)
     centers, stds = mixture_of(run_, load_test_split(run_))
     rows = []
@@ -88,7 +88,7 @@ def run(args):
         rows.append(row)
         print(f"{step}: {percent(row['share_near_modes'])} % near modes, "
               f"{row['modes_captured']}/{len(centers)} modes captured")
-    out = args.out or os.path.join(args.run_dir, "analysis")
+    out = args.out or run_.analysis_dir
     paths = [os.path.join(out, name) for name in ("modes.csv", "modes.md", "modes.png")]
     save_text(_csv_text(rows), paths[0])
     save_text(_markdown(rows, run_, args, len(centers)), paths[1])
