@@ -9,7 +9,7 @@ from torchprune_flows.pruning import PruningError, canonical_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
 
-from .config import ConfigError, expand_customizations, load_config
+from .config import ConfigError, load_config, resolve_config
 
 
 class UsageError(Exception):
@@ -46,26 +46,28 @@ def check_names(cfg):
 
 
 def prepare(args):
-    """Resolved configs (one per customization) and the output folder; raises on bad input."""
+    """The checked config, the output folder and one :class:`.pipeline.Experiment` per run of the
+    config (per customization); raises on bad input before anything is written."""
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
-    cfg = load_config(args.config, args.overrides)
+    resolved = resolve_config(args.config, args.overrides)
+    cfg = resolved.cfg
     load_plugins(list(cfg.get("plugins", [])) + args.plugins)
     load_entry_point_plugins()
     out_dir = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
     runs = []
-    for label, sub_cfg in expand_customizations(cfg):
-        check_names(sub_cfg)
+    for run in resolved.runs:
+        check_names(run.cfg)
         from .pipeline import Experiment
 
         try:
-            experiment = Experiment(sub_cfg, os.path.join(out_dir, label) if label else out_dir, args.device)
+            experiment = Experiment(run, os.path.join(out_dir, run.label) if run.label else out_dir, args.device)
             experiment.build_network()
         except (TypeError, ValueError) as err:
-            raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
+            raise UsageError(f"cannot build network '{run.cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
             experiment.splits
         except FileNotFoundError as err:

@@ -22,7 +22,7 @@ from torchprune_flows.pruning import (canonical_method, count_nonzero, count_par
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
-from .config import keep_ratios, retraining_config
+from .config import retraining_config
 from .data import build_loaders, build_splits
 from .render import write_report
 from .results import REFERENCE, RESULT_COLUMNS, write_results_csv
@@ -52,9 +52,10 @@ def build_loss(cfg):
 
 
 class Experiment:
-    """One resolved config and its output folder."""
+    """One run of a config (a :class:`.config.RunConfig`) and its output folder."""
 
-    def __init__(self, cfg, out_dir, device="cpu"):
+    def __init__(self, run, out_dir, device="cpu"):
+        cfg = run.cfg
         self.cfg = cfg
         self.out_dir = out_dir
         self.folder = RunFolder(out_dir)
@@ -63,7 +64,7 @@ class Experiment:
         self.retraining = retraining_config(cfg)
         self.methods = [canonical_method(m) for m in cfg["experiments"]["methods"]]
         self.mode = cfg["experiments"]["mode"]
-        self.keep_ratios = keep_ratios(cfg["experiments"]) if self.mode != "train" else []
+        self.keep_ratios = list(run.keep_ratios) if self.mode != "train" else []
         self.loss_fn = build_loss(cfg)
         out_size = cfg["network"]["outputSize"]
         self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
