@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from torchprune_flows.runner.analyses.cost import format_ms, format_nfe, format_percent
+from torchprune_flows.runner.analyze.cost import format_ms, format_nfe, format_percent
 from torchprune_flows.runner.analyze import main
 from torchprune_flows.runner.results import read_results_csv
 

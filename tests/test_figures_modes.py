@@ -143,7 +143,7 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 
 def test_density_grid_integrates_to_about_one(run_dir):
-    from torchprune_flows.runner.analyses.figure import density_on_grid, field_on_grid
+    from torchprune_flows.runner.analyze.figure import density_on_grid, field_on_grid
     from torchprune_flows.runner.runs import RunFolder
 
     run = RunFolder.open(run_dir)
@@ -239,7 +239,7 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
     assert main(["modes", copy, "-n", "10"]) == 2
     one_line_error(capsys, "ToyMoons", "mixture")
 
-    import torchprune_flows.runner.analyses.figure as figure
+    import torchprune_flows.runner.analyze.figure as figure
 
     class ThreeD(torch.utils.data.Dataset):
         def __len__(self):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchprune_flows.runner.runs import RunError, RunFolder
-from torchprune_flows.runner.sample import main
+from torchprune_flows.runner.analyze.sample import main
 from torchprune_flows.pruning import count_nonzero, count_parameters
 
 
@@ -58,3 +58,26 @@ def test_not_a_run_folder(tmp_path, capsys):
     assert "not an experiment folder" in capsys.readouterr().err
     with pytest.raises(RunError):
         RunFolder.open(str(tmp_path))
+
+
+def test_run_folder_finds_steps_by_their_exact_key(cascade_run):
+    _, out, _ = cascade_run
+    run = RunFolder.open(out)
+    for step, row in run.steps.items():
+        assert run.find(row["net"], row["repetition"], row["method"], row["keep_ratio"]) == step
+    assert run.find(0, 0, "ReferenceNet", 1.0) == RunFolder.reference_step(0) == "net0_ReferenceNet"
+    ft = run.find(0, 0, "FilterThresNet", 0.3)
+    assert ft == RunFolder.pruned_step(0, 0, "FilterThresNet", 1) == "net0_rep0_FilterThresNet_01"
+    assert run.find(0, 0, "FilterThresNet", 0.31) is None  # exact, unlike the user-facing select
+    assert run.select("FT", 0.31) == ft
+    assert run.checkpoint(ft) == f"{out}/checkpoints/{ft}.pt" and run.log(ft) == f"{out}/logs/{ft}.jsonl"
+
+
+def test_sample_is_a_subcommand_of_analyze(cascade_run, tmp_path):
+    from torchprune_flows.runner.analyze import main as analyze
+
+    _, out, _ = cascade_run
+    one, two = str(tmp_path / "one.npy"), str(tmp_path / "two.npy")
+    assert analyze(["sample", out, "--method", "WT", "--keep", "0.6", "-n", "20", "--out", one]) == 0
+    assert main([out, "--method", "WT", "--keep", "0.6", "-n", "20", "--out", two]) == 0
+    assert np.array_equal(np.load(one), np.load(two))

@@ -14,6 +14,9 @@ Conventions:
 * Summaries group keep ratios after rounding to :data:`_RATIO_DECIMALS` decimals so that
   ``1 - 0.7`` and ``0.3`` land in the same group (grouping only; finding a step of a run
   folder is :class:`.runs.RunFolder`'s job and is exact).
+
+(A little over 350 lines on purpose: every rule about what a cell of a results table says --
+columns, codec, convergence, grouping, number formats -- lives in this one file.)
 """
 
 import csv

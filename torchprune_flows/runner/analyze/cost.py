@@ -28,6 +28,8 @@ Inputs and the quantities taken from them:
   of one batch) and ``extra_info``'s ``nfe_forward`` / ``nfe_backward`` (of the last timed
   pass), ``method``, ``keep_ratio`` (reached), ``family``, ``solver_method``, ``gradient`` and
   ``backend``. Cases are shown per benchmark group, one line per (solver configuration, method).
+
+(Over 350 lines because it reads two kinds of input into one report; each half is one section.)
 """
 import json
 import math

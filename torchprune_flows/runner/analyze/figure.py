@@ -116,7 +116,7 @@ def _compute_row(run_, step, args, xs, ys, fxs, fys, mixture):
     from torchprune_flows.analysis.modes import mode_coverage
     from torchprune_flows.cnf import SolverError
 
-    from ..sample import draw_samples
+    from .sample import draw_samples
 
     net = load_density_net(run_, step, args.device)
     divergence = "exact" if args.divergence == "exact" else None

@@ -56,7 +56,7 @@ def run(args):
     from torchprune_flows.analysis.modes import mode_coverage
     from torchprune_flows.cnf import SolverError
 
-    from ..sample import draw_samples
+    from .sample import draw_samples
 
     check_positive(args.num_samples, "--num-samples")
     check_positive(args.batch, "--batch")

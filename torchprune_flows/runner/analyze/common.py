@@ -1,7 +1,6 @@
-"""What the run analyses share: selecting steps of a finished run, labelling them, saving figures."""
+"""What the run analyses share: selecting steps of a finished run, labelling them."""
 from torchprune_flows.pruning import ALIASES, canonical_method
 
-from ..render import save_figure  # noqa: F401  (the analyses' figures go through it)
 from ..results import REFERENCE, format_percent
 from ..runs import RunError
 

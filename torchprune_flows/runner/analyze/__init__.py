@@ -1,0 +1,53 @@
+"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``: what to do with finished runs.
+
+Subcommands are the modules of this package (``--help`` lists them): ``sample`` (also
+``python -m experiment.sample``), ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``. Each
+defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit code``; it reads
+runs through :class:`..runs.RunFolder` and writes tables and plots through :mod:`..results` and
+:mod:`..render`. Bad input (raised as :class:`..runs.RunError` and friends) gives one ``error:``
+line, exit code 2.
+"""
+import argparse
+import importlib
+import sys
+
+from torchprune_flows.pruning import PruningError
+from torchprune_flows.registry import UnknownNameError
+
+from ..runs import RunError
+
+SUBCOMMANDS = ("sample", "hessian", "figure", "modes", "sweep", "cost")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m experiment.analyze", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name in SUBCOMMANDS:
+        module = _module(name)
+        if module is None:
+            continue
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    return parser
+
+
+def _module(name):
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"{__name__}.{name}":
+            return None
+        raise
+
+
+def main(argv=None):
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_subcommand(_module(args.subcommand), args)
+
+
+def run_subcommand(module, args):
+    """``module.run(args)``, bad input printed as one ``error:`` line with exit code 2."""
+    try:
+        return module.run(args)
+    except (RunError, PruningError, UnknownNameError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
