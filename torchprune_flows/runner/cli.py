@@ -1,15 +1,23 @@
-"""``python -m experiment CONFIG.yaml [--out DIR] [--set key=value ...] [--device cpu|cuda] [--plugin m]``."""
+"""``python -m experiment CONFIG.yaml [--out DIR] [--set key=value ...] [--device cpu|cuda] [--plugin m]``.
+
+The data path, top to bottom: :func:`main` resolves the config once (:func:`.config.resolve_config`:
+the checked config and its runs, one per customization, each with its keep ratios); :func:`prepare`
+turns each run into a :class:`.pipeline.Experiment` (its plan: base nets, then per repetition,
+method and keep ratio one prune-retrain-evaluate step) and checks names, network and data before
+anything is written; :func:`_run_all` writes each folder's ``config.yaml`` and runs the steps,
+which land in the run folder (:class:`.runs.RunFolder`) and end as ``results.csv`` and
+``report.md`` (:mod:`.results`, :mod:`.render`).
+"""
 import argparse
 import os
 import sys
-
-import yaml
 
 from torchprune_flows.pruning import PruningError, canonical_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
 
 from .config import ConfigError, load_config, resolve_config
+from .runs import RunFolder
 
 
 class UsageError(Exception):
@@ -78,11 +86,9 @@ def prepare(args):
 
 def check_resume(out_dir, cfg):
     """A folder may only be resumed with the config that started it."""
-    path = os.path.join(out_dir, "config.yaml")
-    if os.path.exists(path):
-        with open(path) as handle:
-            previous = yaml.safe_load(handle)
-        if previous != cfg:
+    folder = RunFolder(out_dir)
+    if os.path.exists(folder.config_path):
+        if folder.read_config() != cfg:
             raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
 
 
@@ -154,12 +160,10 @@ def run_from_command_line(argv=None):
 
 
 def _run_all(cfg, out_dir, runs):
-    from .checkpoints import save_text
-
-    save_text(yaml.safe_dump(cfg, sort_keys=False), os.path.join(out_dir, "config.yaml"))
+    RunFolder(out_dir).write_config(cfg)
     for experiment in runs:
         if experiment.out_dir != out_dir:
-            save_text(yaml.safe_dump(experiment.cfg, sort_keys=False), os.path.join(experiment.out_dir, "config.yaml"))
+            experiment.folder.write_config(experiment.cfg)
         experiment.run()
     print(f"results in {out_dir}: results.csv, report.md, plots/", file=sys.stderr)
     return 0

@@ -25,7 +25,7 @@ import yaml
 from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
-from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json
+from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
 from .results import REFERENCE
 
 
@@ -82,6 +82,14 @@ class RunFolder:
         return f"net{net}_rep{repetition}_{method}_{index:02d}"
 
     # -- writing (the pipeline) ------------------------------------------------------
+    def write_config(self, cfg):
+        """``config.yaml``: the resolved config, key order kept (a resume compares it)."""
+        save_text(yaml.safe_dump(cfg, sort_keys=False), self.config_path)
+
+    def read_config(self):
+        with open(self.config_path) as handle:
+            return yaml.safe_load(handle)
+
     def is_finished(self, step):
         return os.path.exists(self.record(step)) and os.path.exists(self.checkpoint(step))
 
@@ -109,8 +117,7 @@ class RunFolder:
         if not os.path.isdir(folder.path("steps")) or not os.path.exists(folder.config_path):
             raise RunError(f"{run_dir} is not an experiment folder (expected {folder.config_path} and steps/); "
                            "pass the --out folder of a run (one per customization)")
-        with open(folder.config_path) as handle:
-            folder.cfg = yaml.safe_load(handle)
+        folder.cfg = folder.read_config()
         load_plugins(folder.cfg.get("plugins", []))
         folder.steps = folder.read_records()
         return folder
