@@ -50,7 +50,6 @@ def _row_params(lookup, ratio, methods):
     return float("nan")
 
 
-
 def _loss_table(lookup, ratios, methods, decimals):
     """Table S4-style loss table (mean ± std per method and prune ratio)."""
     header = ["Prune ratio (%)", "Number of parameters"] + list(methods)

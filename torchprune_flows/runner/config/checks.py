@@ -19,7 +19,6 @@ class ConfigError(Exception):
         super().__init__(" ".join(str(message).splitlines()))
 
 
-
 Check = Callable[[Any, str], Any]
 
 
@@ -143,7 +142,6 @@ def _close_matches(word: str, names) -> List[str]:
 
 def _quoted(names: List[str]) -> str:
     return " or ".join(f"'{name}'" for name in names)
-
 
 
 _REQUIRED = object()  # default marker: the key must be given

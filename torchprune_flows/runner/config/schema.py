@@ -23,7 +23,6 @@ from .checks import (_ABSENT, Check, ConfigError, _anything, _boolean, _check_ma
 from .loading import _set_path, read_config
 
 
-
 _optimizer = _named_class(torch.optim, torch.optim.Optimizer, "optimizer (torch.optim)")
 _scheduler = _named_class(
     torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler,
