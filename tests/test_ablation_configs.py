@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, tiny_config_dict
 from torchprune_flows.runner.analyze import main as analyze
 from torchprune_flows.runner.cli import check_names
 from torchprune_flows.runner.config import expand_customizations, load_config, retraining_config
-from torchprune_flows.runner.report import RESULT_COLUMNS, write_results_csv
+from torchprune_flows.runner.results import RESULT_COLUMNS, write_results_csv
 from torchprune_flows.pruning import count_parameters
 from torchprune_flows.registry import NETWORKS
 

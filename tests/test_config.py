@@ -12,6 +12,7 @@ from torchprune_flows.runner.config import (
     keep_ratios,
     load_config,
     parse_override,
+    resolve_config,
     retraining_config,
 )
 
@@ -484,6 +485,23 @@ def test_expand_customizations_labels_and_values(in_tmp):
 def test_expand_without_customizations(in_tmp):
     loaded = load_dict(in_tmp, base_config())
     assert expand_customizations(loaded) == [("", loaded)]
+
+
+def test_resolved_runs_carry_their_keep_ratios_and_the_config_as_written(in_tmp):
+    cfg = base_config()
+    cfg["customizations"] = [{"key": ["experiments", "spacing"], "value": [{"type": "manual", "values": [0.5, 0.25]}]},
+                             {"key": ["seed"], "value": 3}]
+    path = write(in_tmp / "cfg.yaml", cfg)
+    resolved = resolve_config(path)
+    assert resolved.cfg == load_config(path)  # what config.yaml holds: no keep ratios added
+    assert "keep_ratios" not in yaml.safe_dump(resolved.cfg)
+    spaced, seeded = resolved.runs
+    assert seeded.label == "seed=3" and spaced.label.startswith("experiments.spacing=")
+    assert spaced.keep_ratios == (0.5, 0.25)
+    assert seeded.keep_ratios == tuple(keep_ratios(seeded.cfg["experiments"])) and len(seeded.keep_ratios) == 29
+    assert [(r.label, r.cfg) for r in resolved.runs] == expand_customizations(resolved.cfg)
+    plain = resolve_config(write(in_tmp / "plain.yaml", base_config()))
+    assert [(r.label, r.keep_ratios) for r in plain.runs] == [("", tuple(keep_ratios(plain.cfg["experiments"])))]
 
 
 def test_duplicate_labels_are_made_unique(in_tmp):

@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 from conftest import one_error_line
-from torchprune_flows.runner.analyses.cost import format_ms, format_nfe, format_percent
+from torchprune_flows.runner.analyze.cost import format_ms, format_nfe, format_percent
 from torchprune_flows.runner.analyze import main
-from torchprune_flows.runner.report import read_results_csv
+from torchprune_flows.runner.results import read_results_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

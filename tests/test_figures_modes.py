@@ -145,9 +145,9 @@ def test_figure_writes_one_row_per_model(run_dir, tmp_path, capsys):
 
 def test_density_grid_integrates_to_about_one(run_dir):
     from torchprune_flows.analysis import density_on_grid, field_on_grid
-    from torchprune_flows.runner.runs import FinishedRun
+    from torchprune_flows.runner.runs import RunFolder
 
-    run = FinishedRun(run_dir)
+    run = RunFolder.open(run_dir)
     net = run.load_network(run.select("FT", 0.3))
     xs = ys = np.linspace(-6, 6, 41)
     density = density_on_grid(net, xs, ys, batch=500)
@@ -232,7 +232,7 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
     assert main(["modes", copy, "-n", "10"]) == 2
     one_error_line(capsys, "ToyMoons", "mixture")
 
-    import torchprune_flows.runner.analyses.figure as figure
+    import torchprune_flows.runner.analyze.figure as figure
 
     class ThreeD(torch.utils.data.Dataset):
         def __len__(self):

@@ -1,4 +1,4 @@
-"""Tests for experiment.report (CSV storage, summary, markdown, plots)."""
+"""Tests for the results table (runner.results: CSV storage, summary) and its rendering (runner.render)."""
 
 import math
 import os
@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from torchprune_flows.runner.report import (
+from torchprune_flows.runner.render import write_report
+from torchprune_flows.runner.results import (
     RESULT_COLUMNS,
     format_mean_std,
     format_param_count,
     read_results_csv,
     summarize,
-    write_report,
     write_results_csv,
 )
 

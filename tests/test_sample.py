@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchprune_flows.runner.runs import FinishedRun, RunError
-from torchprune_flows.runner.sample import main
+from torchprune_flows.runner.runs import RunError, RunFolder
+from torchprune_flows.runner.analyze.sample import main
 from torchprune_flows.pruning import count_nonzero, count_parameters
 
 
@@ -16,7 +16,7 @@ def test_samples_of_a_pruned_net_invert_its_density_direction(cascade_run, tmp_p
     samples = np.load(target)
     assert samples.shape == (40, 2) and np.isfinite(samples).all()
     # the pruned net (keep 0.3, closest to 0.31) maps its samples back to the same prior draws
-    run = FinishedRun(out)
+    run = RunFolder.open(out)
     step = run.select("FilterThresNet", 0.31)
     assert run.steps[step]["keep_ratio"] == pytest.approx(0.3)
     net = run.load_network(step)
@@ -57,4 +57,27 @@ def test_not_a_run_folder(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "not an experiment folder" in capsys.readouterr().err
     with pytest.raises(RunError):
-        FinishedRun(str(tmp_path))
+        RunFolder.open(str(tmp_path))
+
+
+def test_run_folder_finds_steps_by_their_exact_key(cascade_run):
+    _, out, _ = cascade_run
+    run = RunFolder.open(out)
+    for step, row in run.steps.items():
+        assert run.find(row["net"], row["repetition"], row["method"], row["keep_ratio"]) == step
+    assert run.find(0, 0, "ReferenceNet", 1.0) == RunFolder.reference_step(0) == "net0_ReferenceNet"
+    ft = run.find(0, 0, "FilterThresNet", 0.3)
+    assert ft == RunFolder.pruned_step(0, 0, "FilterThresNet", 1) == "net0_rep0_FilterThresNet_01"
+    assert run.find(0, 0, "FilterThresNet", 0.31) is None  # exact, unlike the user-facing select
+    assert run.select("FT", 0.31) == ft
+    assert run.checkpoint(ft) == f"{out}/checkpoints/{ft}.pt" and run.log(ft) == f"{out}/logs/{ft}.jsonl"
+
+
+def test_sample_is_a_subcommand_of_analyze(cascade_run, tmp_path):
+    from torchprune_flows.runner.analyze import main as analyze
+
+    _, out, _ = cascade_run
+    one, two = str(tmp_path / "one.npy"), str(tmp_path / "two.npy")
+    assert analyze(["sample", out, "--method", "WT", "--keep", "0.6", "-n", "20", "--out", one]) == 0
+    assert main([out, "--method", "WT", "--keep", "0.6", "-n", "20", "--out", two]) == 0
+    assert np.array_equal(np.load(one), np.load(two))

@@ -1,16 +1,24 @@
-"""``python -m experiment CONFIG.yaml [--out DIR] [--set key=value ...] [--device cpu|cuda] [--plugin m]``."""
+"""``python -m experiment CONFIG.yaml [--out DIR] [--set key=value ...] [--device cpu|cuda] [--plugin m]``.
+
+The data path, top to bottom: :func:`main` resolves the config once (:func:`.config.resolve_config`:
+the checked config and its runs, one per customization, each with its keep ratios); :func:`prepare`
+turns each run into a :class:`.pipeline.Experiment` (its plan: base nets, then per repetition,
+method and keep ratio one prune-retrain-evaluate step) and checks names, network and data before
+anything is written; :func:`_run_all` writes each folder's ``config.yaml`` and runs the steps,
+which land in the run folder (:class:`.runs.RunFolder`) and end as ``results.csv`` and
+``report.md`` (:mod:`.results`, :mod:`.render`).
+"""
 import argparse
 import os
 import sys
-
-import yaml
 
 from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError, canonical_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
 
-from .config import ConfigError, expand_customizations, load_config
+from .config import ConfigError, load_config, resolve_config
+from .runs import RunFolder
 
 
 class UsageError(Exception):
@@ -47,26 +55,28 @@ def check_names(cfg):
 
 
 def prepare(args):
-    """Resolved configs (one per customization) and the output folder; raises on bad input."""
+    """The checked config, the output folder and one :class:`.pipeline.Experiment` per run of the
+    config (per customization); raises on bad input before anything is written."""
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
-    cfg = load_config(args.config, args.overrides)
+    resolved = resolve_config(args.config, args.overrides)
+    cfg = resolved.cfg
     load_plugins(list(cfg.get("plugins", [])) + args.plugins)
     load_entry_point_plugins()
     out_dir = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
     runs = []
-    for label, sub_cfg in expand_customizations(cfg):
-        check_names(sub_cfg)
+    for run in resolved.runs:
+        check_names(run.cfg)
         from .pipeline import Experiment
 
         try:
-            experiment = Experiment(sub_cfg, os.path.join(out_dir, label) if label else out_dir, args.device)
+            experiment = Experiment(run, os.path.join(out_dir, run.label) if run.label else out_dir, args.device)
             experiment.build_network()
         except (TypeError, ValueError) as err:
-            raise UsageError(f"cannot build network '{sub_cfg['network']['name']}': {err}") from err
+            raise UsageError(f"cannot build network '{run.cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
             experiment.splits
         except (FileNotFoundError, DataFileError) as err:
@@ -77,11 +87,9 @@ def prepare(args):
 
 def check_resume(out_dir, cfg):
     """A folder may only be resumed with the config that started it."""
-    path = os.path.join(out_dir, "config.yaml")
-    if os.path.exists(path):
-        with open(path) as handle:
-            previous = yaml.safe_load(handle)
-        if previous != cfg:
+    folder = RunFolder(out_dir)
+    if os.path.exists(folder.config_path):
+        if folder.read_config() != cfg:
             raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
 
 
@@ -153,12 +161,10 @@ def run_from_command_line(argv=None):
 
 
 def _run_all(cfg, out_dir, runs):
-    from .checkpoints import save_text
-
-    save_text(yaml.safe_dump(cfg, sort_keys=False), os.path.join(out_dir, "config.yaml"))
+    RunFolder(out_dir).write_config(cfg)
     for experiment in runs:
         if experiment.out_dir != out_dir:
-            save_text(yaml.safe_dump(experiment.cfg, sort_keys=False), os.path.join(experiment.out_dir, "config.yaml"))
+            experiment.folder.write_config(experiment.cfg)
         experiment.run()
     print(f"results in {out_dir}: results.csv, report.md, plots/", file=sys.stderr)
     return 0

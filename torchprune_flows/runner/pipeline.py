@@ -4,12 +4,13 @@ For every base net: train it (``ReferenceNet``); then for every repetition and m
 keep ratios in order: prune (in ``cascade`` mode from the previous ratio's retrained weights, in
 ``retrain`` mode one-shot from the base net), retrain with the rewound schedule, evaluate.
 
-Every finished step leaves ``checkpoints/<step>.pt`` and ``steps/<step>.json`` (its result row);
-a rerun skips finished steps, and an unfinished training resumes from its last epoch.
+Every finished step leaves its network and its result row in the run folder (layout and step
+names: :class:`.runs.RunFolder`); a rerun skips finished steps, and an unfinished training
+resumes from its last epoch. The rows become ``results.csv`` (:mod:`.results`) and ``report.md``
+with its plots (:mod:`.render`).
 """
 import json
 import math
-import os
 import time
 import zlib
 
@@ -20,13 +21,14 @@ from torchprune_flows.pruning import (canonical_method, count_nonzero, count_par
                                       import_state, prune)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
-from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
-from .config import keep_ratios, retraining_config
+from .checkpoints import save_text
+from .config import retraining_config
 from .data import build_loaders, build_splits
-from .report import RESULT_COLUMNS, write_report, write_results_csv
+from .render import write_report
+from .results import REFERENCE, RESULT_COLUMNS, write_results_csv
+from .runs import RunFolder
 from .training import DidNotConverge, evaluate, train
 
-REFERENCE = "ReferenceNet"
 LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats)",
                "NLLBitsLoss": "test NLL (bits/dim)", "CrossEntropyLoss": "test cross-entropy"}
 
@@ -35,19 +37,35 @@ def step_seed(*parts):
     return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
 
 
-class Experiment:
-    """One resolved config and its output folder."""
+def build_network(cfg, device="cpu"):
+    """The (untrained) network of a resolved config on ``device``."""
+    net_cfg = cfg["network"]
+    kwargs = dict(num_classes=net_cfg["outputSize"], **net_cfg["kwargs"])
+    if "MNIST" in net_cfg["dataset"]:
+        kwargs.setdefault("num_in_channels", 1)
+    return NETWORKS.get(net_cfg["name"])(**kwargs).to(torch.device(device))
 
-    def __init__(self, cfg, out_dir, device="cpu"):
+
+def build_loss(cfg):
+    training = cfg["training"]
+    return LOSSES.get(training["loss"])(**training["lossKwargs"])
+
+
+class Experiment:
+    """One run of a config (a :class:`.config.RunConfig`) and its output folder."""
+
+    def __init__(self, run, out_dir, device="cpu"):
+        cfg = run.cfg
         self.cfg = cfg
         self.out_dir = out_dir
+        self.folder = RunFolder(out_dir)
         self.device = torch.device(device)
         self.training = cfg["training"]
         self.retraining = retraining_config(cfg)
         self.methods = [canonical_method(m) for m in cfg["experiments"]["methods"]]
         self.mode = cfg["experiments"]["mode"]
-        self.keep_ratios = keep_ratios(cfg["experiments"]) if self.mode != "train" else []
-        self.loss_fn = LOSSES.get(self.training["loss"])(**self.training["lossKwargs"])
+        self.keep_ratios = list(run.keep_ratios) if self.mode != "train" else []
+        self.loss_fn = build_loss(cfg)
         out_size = cfg["network"]["outputSize"]
         self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
                         for m in self.training["metricsTest"]]
@@ -56,20 +74,13 @@ class Experiment:
 
     # -- building blocks -------------------------------------------------------------
     def build_network(self):
-        net_cfg = self.cfg["network"]
-        kwargs = dict(num_classes=net_cfg["outputSize"], **net_cfg["kwargs"])
-        if "MNIST" in net_cfg["dataset"]:
-            kwargs.setdefault("num_in_channels", 1)
-        return NETWORKS.get(net_cfg["name"])(**kwargs).to(self.device)
+        return build_network(self.cfg, self.device)
 
     @property
     def splits(self):
         if self._splits is None:
             self._splits = build_splits(self.cfg)
         return self._splits
-
-    def path(self, *parts):
-        return os.path.join(self.out_dir, *parts)
 
     # -- the sweep -------------------------------------------------------------------
     def run(self):
@@ -90,10 +101,10 @@ class Experiment:
         return self.write_outputs()
 
     def reference_step(self, net_idx):
-        step = f"net{net_idx}_{REFERENCE}"
-        if self._finished(step):
+        step = self.folder.reference_step(net_idx)
+        if self.folder.is_finished(step):
             self._sweep_bar.update()
-            return load_checkpoint(self.path("checkpoints", step + ".pt"))
+            return self.folder.load_state(step)
         torch.manual_seed(step_seed(self.cfg["seed"], net_idx, "init"))
         net = self.build_network()
         params = count_parameters(net)
@@ -107,9 +118,9 @@ class Experiment:
         previous = reference
         params_original = count_parameters(self._from_state(reference))
         for i, keep in enumerate(self.keep_ratios):
-            step = f"net{net_idx}_rep{rep}_{method}_{i:02d}"
-            if self._finished(step):
-                previous = load_checkpoint(self.path("checkpoints", step + ".pt"))
+            step = self.folder.pruned_step(net_idx, rep, method, i)
+            if self.folder.is_finished(step):
+                previous = self.folder.load_state(step)
                 self._sweep_bar.update()
                 continue
             seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
@@ -136,9 +147,9 @@ class Experiment:
         loaders = build_loaders(self.splits, tcfg or self.training, seed)
         summary = {"epochs": 0, "seconds": 0.0, "lr_start": None}
         converged, error = True, ""
-        log_path = self.path("logs", step + ".jsonl")
+        log_path = self.folder.log(step)
         if tcfg is not None:
-            ckpt = self.path("checkpoints", step + ".partial.pt")
+            ckpt = self.folder.partial_checkpoint(step)
             log = _jsonl_writer(log_path)
             try:
                 summary = train(net, loaders, tcfg, self.loss_fn, self.metrics, self.device, start_epoch, seed,
@@ -166,30 +177,20 @@ class Experiment:
         return row, export_state(net)
 
     # -- bookkeeping -----------------------------------------------------------------
-    def _finished(self, step):
-        return os.path.exists(self.path("steps", step + ".json")) and os.path.exists(
-            self.path("checkpoints", step + ".pt"))
-
     def _finish(self, step, row, state):
         row["prune_ratio"] = 1.0 - row["keep_ratio"]
-        save_checkpoint(state, self.path("checkpoints", step + ".pt"))
-        save_json(row, self.path("steps", step + ".json"))
-        partial = self.path("checkpoints", step + ".partial.pt")
-        if os.path.exists(partial):
-            os.remove(partial)
+        self.folder.finish(step, row, state)
         self._sweep_bar.update()
         status = "" if row["converged"] else "  (did not converge)"
         tqdm.write(f"[{step}] keep={row['keep_ratio']:.3f} params={row['params']} "
                    f"test_loss={row['test_loss']:.4f} nfe_f={row['nfe_forward']}{status}")
 
     def rows(self):
-        folder = self.path("steps")
-        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        return [load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")]
+        return list(self.folder.read_records().values())
 
     def write_outputs(self):
         rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
-        write_results_csv(rows, self.path("results.csv"))
+        write_results_csv(rows, self.folder.results_path)
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
         loss = self.training["loss"]
         write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"))

@@ -1,6 +1,22 @@
-"""A finished (or partly finished) experiment folder: its config, result rows and trained nets.
+"""The run folder: the one place that knows its layout, for the pipeline that writes it and the
+tools that read it afterwards (``experiment.sample``, ``experiment.analyze``).
 
-Used by the tools that work on results after the run (``experiment.sample``, analyses).
+A run folder (``--out``, or one sub-folder per customization) holds::
+
+    config.yaml                  the resolved config (a resume must pass the same one)
+    results.csv, report.md       the results table and its rendering (:mod:`.results`, :mod:`.render`)
+    plots/*.png                  the report's plots
+    steps/<step>.json            the result row of a finished step
+    checkpoints/<step>.pt        its network (``<step>.partial.pt`` while it trains)
+    logs/<step>.jsonl            one training record per epoch
+    samples/<step>.npy           samples drawn by ``experiment.sample``
+    analysis/                    outputs of ``experiment.analyze``
+
+Step names: ``net{N}_ReferenceNet`` for a base net, ``net{N}_rep{R}_{method}_{i:02d}`` for the
+``i``-th keep ratio of the resolved config (the position, since two spacing entries may share a
+ratio). Reading back, a step is found by its exact key ``(net, repetition, method, keep ratio)``
+(:meth:`RunFolder.find`); only a keep ratio typed by a user is matched to the closest finished
+one (:meth:`RunFolder.select`).
 """
 import os
 
@@ -9,32 +25,114 @@ import yaml
 from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
-from .checkpoints import load_checkpoint, load_json
-
-REFERENCE = "ReferenceNet"
+from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
+from .results import REFERENCE
 
 
 class RunError(ValueError):
     """A folder or a selection that does not exist; printed as one line."""
 
 
-class FinishedRun:
-    """``RUN_DIR`` written by ``python -m experiment``: ``config.yaml``, ``steps/``, ``checkpoints/``."""
+class RunFolder:
+    """The files of one run folder at ``run_dir``; :meth:`open` reads a finished (or partial) one."""
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
-        config = os.path.join(run_dir, "config.yaml")
-        if not os.path.isdir(os.path.join(run_dir, "steps")) or not os.path.exists(config):
-            raise RunError(f"{run_dir} is not an experiment folder (expected {config} and steps/); "
+        self.cfg = None
+        self.steps = {}
+
+    # -- the layout ------------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.run_dir, *parts)
+
+    @property
+    def config_path(self):
+        return self.path("config.yaml")
+
+    @property
+    def results_path(self):
+        return self.path("results.csv")
+
+    @property
+    def analysis_dir(self):
+        return self.path("analysis")
+
+    def checkpoint(self, step):
+        return self.path("checkpoints", step + ".pt")
+
+    def partial_checkpoint(self, step):
+        return self.path("checkpoints", step + ".partial.pt")
+
+    def record(self, step):
+        return self.path("steps", step + ".json")
+
+    def log(self, step):
+        return self.path("logs", step + ".jsonl")
+
+    def samples(self, step):
+        return self.path("samples", step + ".npy")
+
+    @staticmethod
+    def reference_step(net):
+        return f"net{net}_{REFERENCE}"
+
+    @staticmethod
+    def pruned_step(net, repetition, method, index):
+        """The step of the ``index``-th keep ratio of the resolved config."""
+        return f"net{net}_rep{repetition}_{method}_{index:02d}"
+
+    # -- writing (the pipeline) ------------------------------------------------------
+    def write_config(self, cfg):
+        """``config.yaml``: the resolved config, key order kept (a resume compares it)."""
+        save_text(yaml.safe_dump(cfg, sort_keys=False), self.config_path)
+
+    def read_config(self):
+        with open(self.config_path) as handle:
+            return yaml.safe_load(handle)
+
+    def is_finished(self, step):
+        return os.path.exists(self.record(step)) and os.path.exists(self.checkpoint(step))
+
+    def finish(self, step, row, state):
+        """Store a finished step: its network, then its result row; drop the partial checkpoint."""
+        save_checkpoint(state, self.checkpoint(step))
+        save_json(row, self.record(step))
+        if os.path.exists(self.partial_checkpoint(step)):
+            os.remove(self.partial_checkpoint(step))
+
+    def load_state(self, step, map_location="cpu"):
+        return load_checkpoint(self.checkpoint(step), map_location=map_location)
+
+    def read_records(self):
+        """``{step: result row}`` of the finished steps, by step name."""
+        folder = self.path("steps")
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        return {n[:-5]: load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")}
+
+    # -- reading (sampling, analyses) ------------------------------------------------
+    @classmethod
+    def open(cls, run_dir):
+        """The finished run at ``run_dir``: its config (plugins loaded) and step records."""
+        folder = cls(run_dir)
+        if not os.path.isdir(folder.path("steps")) or not os.path.exists(folder.config_path):
+            raise RunError(f"{run_dir} is not an experiment folder (expected {folder.config_path} and steps/); "
                            "pass the --out folder of a run (one per customization)")
-        with open(config) as handle:
-            self.cfg = yaml.safe_load(handle)
-        load_plugins(self.cfg.get("plugins", []))
-        self.steps = {name[:-5]: load_json(os.path.join(run_dir, "steps", name))
-                      for name in sorted(os.listdir(os.path.join(run_dir, "steps"))) if name.endswith(".json")}
+        folder.cfg = folder.read_config()
+        load_plugins(folder.cfg.get("plugins", []))
+        folder.steps = folder.read_records()
+        return folder
+
+    def find(self, net, repetition, method, keep_ratio):
+        """The finished step with exactly this key (a base net: ``method`` REFERENCE), or None."""
+        key = (int(net), int(repetition), str(method), float(keep_ratio))
+        for step, row in (self.steps or self.read_records()).items():
+            if (row["net"], row["repetition"], row["method"], float(row["keep_ratio"])) == key:
+                return step
+        return None
 
     def select(self, method=None, keep=None, net=0, repetition=0):
-        """Step name of the base net (``method`` None) or of the pruned net closest to ``keep``."""
+        """Step of the base net (``method`` None), or of the finished pruned net closest to a
+        user-given ``keep``; RunError when there is none."""
         if method is None:
             candidates = {s: r for s, r in self.steps.items() if r["method"] == REFERENCE and r["net"] == net}
         else:
@@ -52,8 +150,8 @@ class FinishedRun:
 
     def load_network(self, step, device="cpu"):
         """The trained (and pruned) network of ``step`` with its masks in place."""
-        from .pipeline import Experiment
+        from .pipeline import build_network
 
-        state = load_checkpoint(os.path.join(self.run_dir, "checkpoints", step + ".pt"), map_location=device)
-        net = Experiment(self.cfg, self.run_dir, device).build_network()
-        return import_state(net, state).eval()
+        state = self.load_state(step, map_location=device)
+        return import_state(build_network(self.cfg, device), state).eval()
+

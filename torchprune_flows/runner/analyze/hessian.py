@@ -7,8 +7,6 @@ the pruning kept, on a fixed subset of the training split (its first ``--samples
 backprop through the ODE solver and the flow's Hutchinson probes fixed by ``--seed``. Writes
 ``hessian.csv`` and ``hessian.md`` (a table like S11-S12) into ``--out`` and prints the table.
 """
-import csv
-import io
 import math
 import os
 
@@ -21,7 +19,8 @@ from torchprune_flows.cnf.solver import SolverError
 from torchprune_flows.pruning import canonical_method
 
 from ..checkpoints import save_text
-from ..runs import REFERENCE, FinishedRun, RunError
+from ..results import REFERENCE, markdown_table, table_csv
+from ..runs import RunError, RunFolder
 from .common import add_selection_arguments, method_label, run_methods, select_steps
 
 HELP = "Hessian of the training loss w.r.t. the kept parameters: λmax, trace, κ (tables S11-S12)"
@@ -104,41 +103,36 @@ def _kappa(value):
 
 
 def render_markdown(rows, title, note, several_nets):
-    lines = [f"# {title}", "", "| Model | Prune ratio | NLL | λmax(H) | tr(H) | κ(H) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    body = []
     for r in rows:
         label = "Unpruned" if r["method"] == REFERENCE else f"Sparse {method_label(r['method'])}"
         model = f"{label} {r['model']}" + (f" (net {r['net']})" if several_nets else "")
-        lines.append(f"| {model} | {100 * r['prune_ratio']:.0f}% | {_number(r['test_nll'])} | "
-                     f"{_number(r['lambda_max'])} | {_number(r['trace'])} | {_kappa(r['condition_number'])} |")
-    return "\n".join(lines + ["", note, ""])
+        body.append([model, f"{100 * r['prune_ratio']:.0f}%", _number(r["test_nll"]), _number(r["lambda_max"]),
+                     _number(r["trace"]), _kappa(r["condition_number"])])
+    table = markdown_table(["Model", "Prune ratio", "NLL", "λmax(H)", "tr(H)", "κ(H)"], body, align="lrrrrr")
+    return "\n".join([f"# {title}", ""] + table + ["", note, ""])
 
 
 def render_csv(rows):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: r[k] for k in COLUMNS})
-    return buffer.getvalue()
+    return table_csv([{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
 
 
 def run(args):
     _check(args)
-    finished = FinishedRun(args.run_dir)
+    finished = RunFolder.open(args.run_dir)
     steps = select_steps(finished, args.nets, args.methods, args.keep, args.repetition,
                          reference=not args.no_reference)
-    from ..pipeline import Experiment
+    from ..pipeline import build_loss
 
     dtype = getattr(torch, args.dtype)
-    loss_fn = Experiment(finished.cfg, finished.run_dir, args.device).loss_fn
+    loss_fn = build_loss(finished.cfg)
     x, y = training_subset(finished.cfg, args.samples, args.device, dtype)
     rows = [analyse_step(finished, step, loss_fn, x, y, args, dtype)
             for step in tqdm(steps, desc="hessian", unit="net", dynamic_ncols=True)]
     methods = [canonical_method(m) for m in args.methods] if args.methods else run_methods(finished)
     rows.sort(key=_sort_key(methods))
 
-    out_dir = args.out or os.path.join(args.run_dir, "analysis")
+    out_dir = args.out or finished.analysis_dir
     cfg = finished.cfg
     title = f"Hessian analysis: {cfg['network']['name']} on {cfg['network']['dataset']}"
     note = (f"Hessian of the training loss ({cfg['training']['loss']}) w.r.t. the kept parameters on the first "

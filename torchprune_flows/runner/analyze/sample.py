@@ -1,25 +1,26 @@
-"""``python -m experiment.sample RUN_DIR [--method FT --keep 0.3] [-n N] [--out FILE.npy] [--plot FILE.png]``.
+"""``sample RUN_DIR [--method FT --keep 0.3] [-n N] [--out FILE.npy] [--plot FILE.png]`` (also
+``python -m experiment.sample RUN_DIR ...``).
 
 Draws samples from a trained flow of a finished run (base net by default, or the pruned net of
 ``--method`` closest to ``--keep``) by integrating the flow backwards from the prior. Samples are
 in the space the model was trained on (the dataset's normalised coordinates).
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 import torch
 
-from torchprune_flows.pruning import PruningError
-from torchprune_flows.registry import UnknownNameError
-
-from .checkpoints import atomic_write
-from .runs import FinishedRun, RunError
+from ..checkpoints import atomic_write
+from ..render import save_figure
+from ..runs import RunError, RunFolder
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m experiment.sample", description=__doc__.split("\n\n")[1])
+HELP = ("draw samples from a trained flow of a run (the base net, or the pruned net of --method closest "
+        "to --keep) by integrating it backwards from the prior")
+
+
+def add_arguments(parser):
     parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
     parser.add_argument("--method", help="ThresNet/WT or FilterThresNet/FT (default: the unpruned base net)")
     parser.add_argument("--keep", type=float, help="keep ratio of the pruned net (the closest finished one)")
@@ -31,7 +32,6 @@ def parse_args(argv):
     parser.add_argument("--out", help="samples as .npy (default: RUN_DIR/samples/<step>.npy)")
     parser.add_argument("--plot", help="also draw the first two coordinates against the test data as PNG")
     parser.add_argument("--device", default="cpu")
-    return parser.parse_args(argv)
 
 
 def draw_samples(net, num_samples, batch=5000, seed=0):
@@ -56,38 +56,43 @@ def plot_samples(samples, reference, path, title):
         ax.set_xlabel("x0")
     axes[0].set_ylabel("x1")
     fig.suptitle(title)
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
-    plt.close(fig)
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.num_samples < 1:
-            raise RunError(f"--num-samples must be positive, got {args.num_samples}")
-        run = FinishedRun(args.run_dir)
-        step = run.select(args.method, args.keep, args.net, args.repetition)
-        net = run.load_network(step, args.device)
-    except (RunError, PruningError, UnknownNameError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def run(args):
+    if args.num_samples < 1:
+        raise RunError(f"--num-samples must be positive, got {args.num_samples}")
+    run_ = RunFolder.open(args.run_dir)
+    step = run_.select(args.method, args.keep, args.net, args.repetition)
+    net = run_.load_network(step, args.device)
     if not hasattr(net, "sample"):
-        print(f"error: {run.cfg['network']['name']} is not a density model and cannot be sampled", file=sys.stderr)
-        return 2
+        raise RunError(f"{run_.cfg['network']['name']} is not a density model and cannot be sampled")
     samples = draw_samples(net, args.num_samples, args.batch, args.seed)
-    out = args.out or os.path.join(args.run_dir, "samples", step + ".npy")
+    out = args.out or run_.samples(step)
     atomic_write(out, lambda handle: np.save(handle, samples))
-    print(f"{len(samples)} samples of {step} (keep ratio {run.steps[step]['keep_ratio']:.3f}) in {out}")
+    print(f"{len(samples)} samples of {step} (keep ratio {run_.steps[step]['keep_ratio']:.3f}) in {out}")
     if args.plot:
-        reference = _test_points(run.cfg, len(samples))
-        plot_samples(samples, reference, args.plot, f"{run.cfg['network']['dataset']}: {step}")
+        reference = _test_points(run_.cfg, len(samples))
+        plot_samples(samples, reference, args.plot, f"{run_.cfg['network']['dataset']}: {step}")
         print(f"plot in {args.plot}")
     return 0
 
 
+def main(argv=None):
+    """``python -m experiment.sample ARGS``: the ``sample`` subcommand on its own."""
+    from . import run_subcommand
+
+    parser = argparse.ArgumentParser(prog="python -m experiment.sample", description=HELP)
+    add_arguments(parser)
+    return run_subcommand(sys.modules[__name__], parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
 def _test_points(cfg, limit):
     """Up to ``limit`` test points of the run's dataset, or None when its files are unavailable."""
-    from .data import build_split
+    from ..data import build_split
 
     try:
         data = build_split(cfg, "test")
@@ -96,6 +101,3 @@ def _test_points(cfg, limit):
     points = torch.stack([data[i][0] for i in range(min(limit, len(data)))])
     return points.reshape(len(points), -1).numpy()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

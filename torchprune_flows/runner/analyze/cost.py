@@ -28,6 +28,8 @@ Inputs and the quantities taken from them:
   of one batch) and ``extra_info``'s ``nfe_forward`` / ``nfe_backward`` (of the last timed
   pass), ``method``, ``keep_ratio`` (reached), ``family``, ``solver_method``, ``gradient`` and
   ``backend``. Cases are shown per benchmark group, one line per (solver configuration, method).
+
+(Over 350 lines because it reads two kinds of input into one report; each half is one section.)
 """
 import json
 import math
@@ -35,10 +37,11 @@ import os
 import re
 
 
-from ..checkpoints import atomic_write, load_json, save_text
-from ..report import (REFERENCE_METHOD, finite_mean, format_param_count, format_percent, is_converged, is_finite,
-                      markdown_table, read_results_csv)
-from ..runs import RunError
+from ..checkpoints import save_text
+from ..render import save_figure
+from ..results import (REFERENCE, finite_mean, format_param_count, format_percent, is_converged, is_finite,
+                       markdown_table, ratio_key, read_results_csv)
+from ..runs import RunError, RunFolder
 
 HELP = "NFE-F, NFE-B and time per batch against prune ratio, from runs and/or pytest-benchmark JSON"
 
@@ -85,22 +88,6 @@ def _expand_run_dir(run_dir):
     return [(name, os.path.join(run_dir, name)) for name in children]
 
 
-def _key(net, repetition, method, keep):
-    return int(net), int(repetition), str(method), round(float(keep), 8)
-
-
-def _step_names(run_dir):
-    """(net, repetition, method, keep) -> step name, from ``steps/*.json``."""
-    folder = os.path.join(run_dir, "steps")
-    names = {}
-    if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".json"):
-                row = load_json(os.path.join(folder, name))
-                names[_key(row["net"], row["repetition"], row["method"], row["keep_ratio"])] = name[:-5]
-    return names
-
-
 def training_cost(log_path):
     """``{"nfe_forward", "nfe_backward", "seconds"}`` per training batch from a step's log (NaN if unknown)."""
     nan = {"nfe_forward": math.nan, "nfe_backward": math.nan, "seconds": math.nan}
@@ -124,24 +111,25 @@ def training_cost(log_path):
 
 def load_run(label, run_dir):
     """Cost summary of one finished run: a list of dicts per (method, keep ratio)."""
+    folder = RunFolder(run_dir)
+    folder.steps = folder.read_records()
     try:
-        rows = read_results_csv(os.path.join(run_dir, "results.csv"))
+        rows = read_results_csv(folder.results_path)
     except ValueError as err:
         raise RunError(f"cannot read {run_dir}/results.csv: {' '.join(str(err).split())}") from None
     if not rows:
         raise RunError(f"{run_dir}/results.csv has no rows; finish the run first")
-    steps = _step_names(run_dir)
     groups = {}
     for row in rows:
-        step = steps.get(_key(row["net"], row["repetition"], row["method"], row["keep_ratio"]))
-        train = training_cost(os.path.join(run_dir, "logs", f"{step}.jsonl")) if step else training_cost("")
-        groups.setdefault((row["method"], round(float(row["keep_ratio"]), 8)), []).append((row, train))
+        step = folder.find(row["net"], row["repetition"], row["method"], row["keep_ratio"])
+        train = training_cost(folder.log(step)) if step else training_cost("")
+        groups.setdefault((row["method"], ratio_key(row["keep_ratio"])), []).append((row, train))
     summary = []
     for (method, keep), members in groups.items():
         converged = [(r, t) for r, t in members if is_converged(r)]
         summary.append({
             "run": label, "dataset": members[0][0]["dataset"], "network": members[0][0]["network"],
-            "method": method, "keep_ratio": keep, "prune_ratio": round(1.0 - keep, 8),
+            "method": method, "keep_ratio": keep, "prune_ratio": ratio_key(1.0 - keep),
             "params": finite_mean(r["params"] for r, _ in members),
             "nfe_forward": finite_mean(r["nfe_forward"] for r, _ in converged),
             "nfe_backward": finite_mean(r["nfe_backward"] for r, _ in converged),
@@ -150,7 +138,7 @@ def load_run(label, run_dir):
             "seconds": finite_mean(t["seconds"] for _, t in converged),
             "n_converged": len(converged), "n_total": len(members),
         })
-    summary.sort(key=lambda s: (s["method"] != REFERENCE_METHOD, s["method"], s["prune_ratio"]))
+    summary.sort(key=lambda s: (s["method"] != REFERENCE, s["method"], s["prune_ratio"]))
     return summary
 
 
@@ -295,7 +283,7 @@ def _plot(entries, line_key, dense_methods, title, path, panels=_PANELS):
         fig.suptitle(title)
         rows = math.ceil(len(labels) / 3) if handles else 0
         fig.tight_layout(rect=(0, min(0.45, 0.07 * rows + 0.02), 1, 1))
-        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path
@@ -328,7 +316,7 @@ def _run_sections(summaries, out_dir):
     for dataset, entries in by_dataset.items():
         several = len({e["run"] for e in entries}) > 1
         path = os.path.join(out_dir, f"cost_run_{_slug(dataset)}.png")
-        _plot(entries, lambda e: (e["run"] if several else None, e["method"]), {REFERENCE_METHOD},
+        _plot(entries, lambda e: (e["run"] if several else None, e["method"]), {REFERENCE},
               f"{dataset}: cost against prune ratio", path, _RUN_PANELS)
         plots.append(path)
         lines += [f"![{dataset} cost]({os.path.basename(path)})", ""]

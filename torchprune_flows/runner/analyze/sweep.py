@@ -7,8 +7,6 @@ differs from the sweep's base config (``SWEEP_DIR/config.yaml`` without its cust
 without a base config, from the other variants. Writes ``sweep.md``, ``sweep.csv`` and
 ``sweep.png`` into ``--out`` (default ``SWEEP_DIR``).
 """
-import csv
-import io
 import math
 import os
 import textwrap
@@ -16,9 +14,11 @@ import textwrap
 import yaml
 
 from ..checkpoints import save_text
-from ..report import REFERENCE_METHOD, format_mean_std, format_param_count, read_results_csv, summarize
+from ..render import save_figure
+from ..results import (REFERENCE, format_mean_std, format_param_count, markdown_table,
+                       read_results_csv, summarize, table_csv)
 from ..runs import RunError
-from .common import method_label, percent, save_figure
+from .common import method_label, percent
 
 HELP = "summarise a customization sweep: test loss against prune ratio per variant and method"
 
@@ -141,7 +141,7 @@ def variant_labels(variants, base):
 
 
 def summary_entries(variants, labels):
-    """Summary dicts of :func:`experiment.report.summarize` with ``variant`` and ``folder`` added."""
+    """Summary dicts of :func:`..results.summarize` with ``variant`` and ``folder`` added."""
     entries = []
     for (folder, rows, _), label in zip(variants, labels):
         for entry in summarize(rows):
@@ -156,21 +156,21 @@ def _finite(value):
 def method_series(entries, variant):
     """``{method: [entry, ...]}`` of one variant by prune ratio, its unpruned entry first in each."""
     mine = [e for e in entries if e["variant"] == variant]
-    reference = [e for e in mine if e["method"] == REFERENCE_METHOD]
+    reference = [e for e in mine if e["method"] == REFERENCE]
     series = {}
     for entry in mine:
-        if entry["method"] != REFERENCE_METHOD:
+        if entry["method"] != REFERENCE:
             series.setdefault(entry["method"], []).append(entry)
     for method in series:
         series[method] = sorted(reference[:1] + series[method], key=lambda e: e["prune_ratio"])
     if not series and reference:
-        series[REFERENCE_METHOD] = reference[:1]
+        series[REFERENCE] = reference[:1]
     return series
 
 
 def _most_pruned_within_reference(entries):
     """Largest prune ratio whose mean loss is at most the unpruned mean loss (None if none)."""
-    if not entries or entries[0]["method"] != REFERENCE_METHOD or not _finite(entries[0]["test_loss_mean"]):
+    if not entries or entries[0]["method"] != REFERENCE or not _finite(entries[0]["test_loss_mean"]):
         return None
     limit = entries[0]["test_loss_mean"]
     ratios = [e["prune_ratio"] for e in entries[1:]
@@ -183,46 +183,41 @@ def render_markdown(entries, labels, sweep_dir):
     lines = [f"# Sweep: {os.path.basename(os.path.normpath(sweep_dir))} ({datasets})", "",
              f"{len(labels)} variants; test loss mean ± std over the converged runs (nets and repetitions) "
              "of each variant; prune ratio 0 % is the unpruned net.", "",
-             "## Summary", "",
-             "| Variant | Method | Unpruned loss | Best loss (prune ratio) | Most pruning at loss ≤ unpruned |",
-             "|---|---|:---:|:---:|:---:|"]
+             "## Summary", ""]
+    summary = []
     for label in labels:
         for method, series in method_series(entries, label).items():
-            if method == REFERENCE_METHOD:
+            if method == REFERENCE:
                 continue
-            reference = series[0] if series[0]["method"] == REFERENCE_METHOD else None
+            reference = series[0] if series[0]["method"] == REFERENCE else None
             finite = [e for e in series if _finite(e["test_loss_mean"])]
             best = min(finite, key=lambda e: e["test_loss_mean"]) if finite else None
             most = _most_pruned_within_reference(series)
-            lines.append("| " + " | ".join([
+            summary.append([
                 label, method_label(method),
                 format_mean_std(reference["test_loss_mean"], reference["test_loss_std"], count=reference["n_converged"])
                 if reference else "–",
                 f"{format_mean_std(best['test_loss_mean'], best['test_loss_std'], count=best['n_converged'])} "
                 f"({percent(best['prune_ratio'])} %)" if best else "N/A",
                 f"{percent(most)} %" if most is not None else "–",
-            ]) + " |")
-    lines += ["", "## All results", "",
-              "| Variant | Method | Prune ratio (%) | Parameters | Test loss | Converged |",
-              "|---|---|:---:|:---:|:---:|:---:|"]
+            ])
+    lines += markdown_table(["Variant", "Method", "Unpruned loss", "Best loss (prune ratio)",
+                             "Most pruning at loss ≤ unpruned"], summary, align="llccc")
+    lines += ["", "## All results", ""]
+    body = []
     for label in labels:
         for entry in [e for e in entries if e["variant"] == label]:
-            method = "unpruned" if entry["method"] == REFERENCE_METHOD else method_label(entry["method"])
+            method = "unpruned" if entry["method"] == REFERENCE else method_label(entry["method"])
             loss = format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], count=entry["n_converged"])
-            lines.append(f"| {label} | {method} | {percent(entry['prune_ratio'])} | "
-                         f"{format_param_count(entry['params_mean'])} | {loss} | "
-                         f"{entry['n_converged']}/{entry['n_total']} |")
+            body.append([label, method, percent(entry["prune_ratio"]), format_param_count(entry["params_mean"]),
+                         loss, f"{entry['n_converged']}/{entry['n_total']}"])
+    lines += markdown_table(["Variant", "Method", "Prune ratio (%)", "Parameters", "Test loss", "Converged"], body,
+                            align="llcccc")
     return "\n".join(lines) + "\n"
 
 
 def render_csv(entries):
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        writer.writerow({**entry, "params": entry["params_mean"],
-                         **{k: repr(v) for k, v in entry.items() if isinstance(v, float)}})
-    return buffer.getvalue()
+    return table_csv([{**entry, "params": entry["params_mean"]} for entry in entries], CSV_COLUMNS)
 
 
 def plot(entries, labels, path, title):
@@ -253,7 +248,7 @@ def plot(entries, labels, path, title):
                 ax.plot(x, y, marker="o", markersize=3, color=color, label=wrapped[label])
                 ax.fill_between(x, [a - b for a, b in zip(y, std)], [a + b for a, b in zip(y, std)],
                                 color=color, alpha=0.12)
-            ax.set_title("unpruned" if method == REFERENCE_METHOD else f"{method_label(method)} ({method})")
+            ax.set_title("unpruned" if method == REFERENCE else f"{method_label(method)} ({method})")
             ax.set_xlabel("Prune ratio (%)")
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel("test loss")

@@ -6,17 +6,17 @@ standard deviations) and reports the share of samples near a mode, the share bet
 the number of modes captured (see :mod:`torchprune_flows.analysis.modes`). Writes
 ``modes.csv``, ``modes.md`` and ``modes.png`` into ``--out`` (default ``RUN_DIR/analysis/``).
 """
-import csv
-import io
 import math
 import os
 
 import numpy as np
 
 from ..checkpoints import save_text
-from ..runs import REFERENCE, FinishedRun, RunError
+from ..render import save_figure
+from ..results import REFERENCE, markdown_table, table_csv
+from ..runs import RunError, RunFolder
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     percent, prune_ratio, save_figure, select_steps)
+                     percent, prune_ratio, select_steps)
 
 HELP = "mode coverage of samples (share near the true modes, modes captured) against prune ratio"
 
@@ -56,7 +56,7 @@ def run(args):
     from torchprune_flows.analysis.modes import mode_coverage
     from torchprune_flows.cnf import SolverError
 
-    from ..sample import draw_samples
+    from .sample import draw_samples
 
     check_positive(args.num_samples, "--num-samples")
     check_positive(args.batch, "--batch")
@@ -64,7 +64,7 @@ def run(args):
         raise RunError(f"--radius must be positive, got {args.radius:g}")
     if args.min_share is not None and not 0.0 <= args.min_share <= 1.0:
         raise RunError(f"--min-share must lie in [0, 1], got {args.min_share:g}")
-    run_ = FinishedRun(args.run_dir)
+    run_ = RunFolder.open(args.run_dir)
     steps = select_steps(run_, args.nets, args.methods, args.keep, args.repetition)
     centers, stds = mixture_of(run_, load_test_split(run_))
     rows = []
@@ -88,7 +88,7 @@ def run(args):
         rows.append(row)
         print(f"{step}: {percent(row['share_near_modes'])} % near modes, "
               f"{row['modes_captured']}/{len(centers)} modes captured")
-    out = args.out or os.path.join(args.run_dir, "analysis")
+    out = args.out or run_.analysis_dir
     paths = [os.path.join(out, name) for name in ("modes.csv", "modes.md", "modes.png")]
     save_text(_csv_text(rows), paths[0])
     save_text(_markdown(rows, run_, args, len(centers)), paths[1])
@@ -98,12 +98,7 @@ def run(args):
 
 
 def _csv_text(rows):
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, COLUMNS, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return table_csv(rows, COLUMNS)
 
 
 def _fmt(value, spec):
@@ -124,9 +119,8 @@ def _markdown(rows, run_, args, num_modes):
         f"samples of the true mixture give {100 * expected:.1f} % near modes. A mode is *captured* "
         f"with at least {100 * min_share:.2f} % of all samples near it; {num_modes} modes. *Between "
         "modes*: near no mode but inside the mixture's extent.", "",
-        "| Net | Model | Prune ratio (%) | Test NLL | Near modes (%) | Between modes (%) | Modes captured |",
-        "|---|---|:---:|:---:|:---:|:---:|:---:|",
     ]
+    body = []
     for row in rows:
         if row["error"]:
             cells = ["failed"] * 3
@@ -134,8 +128,9 @@ def _markdown(rows, run_, args, num_modes):
             cells = [_fmt(100 * row["share_near_modes"], ".1f"), _fmt(100 * row["share_between_modes"], ".1f"),
                      f"{row['modes_captured']} / {num_modes}"]
         model = "unpruned" if row["method"] == REFERENCE else method_label(row["method"])
-        lines.append(f"| {row['net']} | {model} | {percent(row['prune_ratio'])} | "
-                     f"{_fmt(row['test_loss'], '.3f')} | " + " | ".join(cells) + " |")
+        body.append([str(row["net"]), model, percent(row["prune_ratio"]), _fmt(row["test_loss"], ".3f"), *cells])
+    lines += markdown_table(["Net", "Model", "Prune ratio (%)", "Test NLL", "Near modes (%)", "Between modes (%)",
+                             "Modes captured"], body, align="llccccc")
     failed = [row for row in rows if row["error"]]
     if failed:
         lines += [""] + [f"- {row['step']}: sampling failed ({row['error']})" for row in failed]

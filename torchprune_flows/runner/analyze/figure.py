@@ -17,9 +17,11 @@ import os
 import numpy as np
 import torch
 
-from ..runs import REFERENCE, FinishedRun, RunError
+from ..render import save_figure
+from ..results import REFERENCE
+from ..runs import RunError, RunFolder
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     save_figure, select_steps, step_label)
+                     select_steps, step_label)
 
 HELP = "Figure S1 for a 2-D flow: learned density, samples and vector field of unpruned and pruned nets"
 
@@ -67,7 +69,7 @@ def _compute_row(run_, step, args, xs, ys, fxs, fys, mixture):
     from torchprune_flows.analysis.modes import mode_coverage
     from torchprune_flows.cnf import SolverError
 
-    from ..sample import draw_samples
+    from .sample import draw_samples
 
     net = load_density_net(run_, step, args.device)
     divergence = "exact" if args.divergence == "exact" else None
@@ -166,7 +168,7 @@ def run(args):
         raise RunError(f"--stream-density must be positive, got {args.stream_density:g}")
     if not args.margin >= 0:
         raise RunError(f"--margin must be non-negative, got {args.margin:g}")
-    run_ = FinishedRun(args.run_dir)
+    run_ = RunFolder.open(args.run_dir)
     data = load_test_split(run_)
     points = data_points(data)
     if points.shape[1] != 2:
@@ -181,7 +183,7 @@ def run(args):
     for step in steps:
         rows.append(_compute_row(run_, step, args, xs, ys, fxs, fys, mixture))
         print(f"{step}: done")
-    path = args.out or os.path.join(args.run_dir, "analysis", "figure_s1.png")
+    path = args.out or os.path.join(run_.analysis_dir, "figure_s1.png")
     models = ", ".join(dict.fromkeys(
         "unpruned" if r["record"]["method"] == REFERENCE else method_label(r["record"]["method"]) for r in rows))
     title = f"{run_.cfg['network']['dataset']} ({run_.cfg['network']['name']}): {models}"

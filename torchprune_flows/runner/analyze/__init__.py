@@ -1,7 +1,11 @@
-"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``: analyses of finished runs.
+"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``: what to do with finished runs.
 
-Subcommands are the modules of :mod:`experiment.analyses` (``--help`` lists them). Bad input
-(raised as :class:`experiment.runs.RunError` and friends) gives one ``error:`` line, exit code 2.
+Subcommands are the modules of this package (``--help`` lists them): ``sample`` (also
+``python -m experiment.sample``), ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``. Each
+defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit code``; it reads
+runs through :class:`..runs.RunFolder` and writes tables and plots through :mod:`..results` and
+:mod:`..render`. Bad input (raised as :class:`..runs.RunError` and friends) gives one ``error:``
+line, exit code 2.
 """
 import argparse
 import importlib
@@ -11,9 +15,9 @@ from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError
 from torchprune_flows.registry import UnknownNameError
 
-from .runs import RunError
+from ..runs import RunError
 
-SUBCOMMANDS = ("hessian", "figure", "modes", "sweep", "cost")
+SUBCOMMANDS = ("sample", "hessian", "figure", "modes", "sweep", "cost")
 
 
 def build_parser():
@@ -29,21 +33,22 @@ def build_parser():
 
 def _module(name):
     try:
-        return importlib.import_module(f"{__package__}.analyses.{name}")
+        return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as err:
-        if err.name == f"{__package__}.analyses.{name}":
+        if err.name == f"{__name__}.{name}":
             return None
         raise
 
 
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_subcommand(_module(args.subcommand), args)
+
+
+def run_subcommand(module, args):
+    """``module.run(args)``, bad input printed as one ``error:`` line with exit code 2."""
     try:
-        return _module(args.subcommand).run(args)
+        return module.run(args)
     except (RunError, PruningError, UnknownNameError, FileNotFoundError, DataFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
-"""What the run analyses share: selecting steps of a finished run, labelling them, saving figures."""
+"""What the run analyses share: selecting steps of a finished run, labelling them."""
 from torchprune_flows.pruning import ALIASES, canonical_method
 
-from ..checkpoints import atomic_write
-from ..runs import REFERENCE, RunError
+from ..results import REFERENCE, format_percent
+from ..runs import RunError
 
 
 def add_selection_arguments(parser, methods_default, keep_default):
@@ -64,8 +64,8 @@ def prune_ratio(row):
 
 
 def percent(ratio):
-    text = f"{100.0 * ratio:.1f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    """A ratio as a percentage with one decimal at most (the analyses' tables and plots)."""
+    return format_percent(ratio, decimals=1)
 
 
 def step_label(row):
@@ -92,7 +92,3 @@ def load_density_net(run, step, device):
 def check_positive(value, option):
     if value < 1:
         raise RunError(f"{option} must be positive, got {value}")
-
-
-def save_figure(fig, path, dpi=120):
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))

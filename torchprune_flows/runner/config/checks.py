@@ -1,0 +1,186 @@
+"""A small library of config checks: each takes ``(value, where)`` and returns the normalised
+value or raises :class:`ConfigError`, a one-line message naming the entry and the fix.
+
+Nothing here knows torchprune's format (that is :mod:`.schema`); :func:`_check_mapping` checks a
+mapping against a schema of :class:`_Field` entries (unknown keys with close matches, missing
+keys, types, defaults). The underscored names are the package's own, not a public API.
+"""
+import copy
+import dataclasses
+import difflib
+import inspect
+from typing import Any, Callable, Dict, List
+
+
+class ConfigError(Exception):
+    """A config problem; the message is one line naming the problem and the fix."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+Check = Callable[[Any, str], Any]
+
+
+def _kind(value: Any) -> str:
+    """Human name of a value's type."""
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """Short one-line repr of ``value``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_error(where: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"'{where}' must be {expected}; got {_show(value)} ({_kind(value)})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(minimum: int = None) -> Check:
+    """An integer, optionally ``>= minimum``."""
+    expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+
+    def check(value, where):
+        if not _is_int(value) or (minimum is not None and value < minimum):
+            raise _type_error(where, expected, value)
+        return value
+
+    return check
+
+
+def _number(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _type_error(where, "a number", value)
+    return float(value)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _type_error(where, "a non-empty string", value)
+    return value
+
+
+def _optional_string(value: Any, where: str) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise _type_error(where, "a string or null", value)
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(where, "true or false", value)
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    """A free-form mapping with string keys (e.g. keyword arguments)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _type_error(where, "a mapping with string keys", value)
+    return copy.deepcopy(value)
+
+
+def _anything(value: Any, where: str) -> Any:
+    return copy.deepcopy(value)
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value, where):
+        if value not in choices:
+            raise _type_error(where, "one of " + ", ".join(choices), value)
+        return value
+
+    return check
+
+
+def _list_of(item: Check, non_empty: bool = False, length: int = None) -> Check:
+    """A list whose entries pass ``item``; optionally non-empty or of an exact length."""
+    if length is not None:
+        expected = f"a list of exactly {length} entries"
+    else:
+        expected = "a non-empty list" if non_empty else "a list"
+
+    def check(value, where):
+        if not isinstance(value, list) or (non_empty and not value) or (
+            length is not None and len(value) != length
+        ):
+            raise _type_error(where, expected, value)
+        return [item(entry, f"{where}[{i}]") for i, entry in enumerate(value)]
+
+    return check
+
+
+def _named_class(module: Any, base: type, what: str) -> Check:
+    """The name of a public subclass of ``base`` (not ``base`` itself) defined in ``module``."""
+    names = sorted(
+        name for name, obj in vars(module).items()
+        if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, base) and obj is not base
+    )
+
+    def check(value, where):
+        value = _string(value, where)
+        if value not in names:
+            close = _close_matches(value, names)
+            hint = f"did you mean {_quoted(close)}?" if close else f"choose one of {', '.join(names)}"
+            raise ConfigError(f"unknown {what} {value!r} in '{where}'; {hint}")
+        return value
+
+    return check
+
+
+def _close_matches(word: str, names) -> List[str]:
+    """Up to three of ``names`` that look like ``word``, best first, ignoring case."""
+    by_lower = {name.lower(): name for name in names}
+    return [by_lower[hit] for hit in difflib.get_close_matches(word.lower(), list(by_lower), n=3)]
+
+
+def _quoted(names: List[str]) -> str:
+    return " or ".join(f"'{name}'" for name in names)
+
+
+_REQUIRED = object()  # default marker: the key must be given
+_ABSENT = object()  # default marker: the key stays out when not given
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """One key of a mapping: its check, its default, or the key whose value it defaults to."""
+
+    check: Check
+    default: Any = _REQUIRED
+    same_as: str = None
+
+
+def _check_mapping(value: Any, schema: Dict[str, _Field], where: str) -> dict:
+    """Validate a mapping against ``schema``: unknown keys, missing keys, types, defaults."""
+    if not isinstance(value, dict):
+        raise _type_error(where, "a mapping", value)
+    _reject_unknown(value, schema, where)
+    out = {}
+    for key, field in schema.items():
+        path = f"{where}.{key}" if where else key
+        if key in value:
+            out[key] = field.check(value[key], path)
+        elif field.same_as is not None:
+            out[key] = copy.deepcopy(out[field.same_as])
+        elif field.default is _REQUIRED:
+            raise ConfigError(f"missing required key '{path}'; add it to the config")
+        elif field.default is not _ABSENT:
+            out[key] = copy.deepcopy(field.default)
+    return out
+
+
+def _reject_unknown(value: dict, known, where: str) -> None:
+    """ConfigError for the first key of ``value`` not in ``known``, with close matches."""
+    for key in value:
+        if key not in known:
+            path = f"{where}.{key}" if where else str(key)
+            close = _close_matches(str(key), known)
+            hint = f"did you mean {_quoted(close)}?" if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown key '{path}'; {hint}")

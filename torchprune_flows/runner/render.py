@@ -1,0 +1,239 @@
+"""Rendering of the results table: ``report.md`` (paper-style tables) and ``plots/*.png``.
+
+The table itself (columns, codec, summaries, number formatting) is :mod:`.results`; this module
+only lays it out. Importing it does not touch matplotlib; plotting selects the Agg backend when
+:func:`write_report` runs. Every file is written atomically (:func:`save_figure`, ``save_text``).
+"""
+import os
+import re
+
+import numpy as np
+
+from .checkpoints import atomic_write, save_text
+from .results import (REFERENCE, check_columns, format_mean_std, format_nfe_pair, format_param_count,
+                      format_percent, is_finite, markdown_table, ordered_unique, summarize)
+
+# --------------------------------------------------------------------------
+# Markdown report
+# --------------------------------------------------------------------------
+def _method_columns(dataset_summary):
+    """Pruning methods shown as table columns (ReferenceNet folded in)."""
+    methods = ordered_unique(s["method"] for s in dataset_summary)
+    pruned = [m for m in methods if m != REFERENCE]
+    return pruned or methods
+
+
+def _cell_lookup(dataset_summary, methods):
+    """Map (prune ratio, method) -> summary entry, ReferenceNet at 0 %.
+
+    The reference summary fills the 0 % cell of every method that has no
+    entry of its own at prune ratio 0.
+    """
+    lookup = {(s["prune_ratio"], s["method"]): s for s in dataset_summary}
+    reference = [s for s in dataset_summary if s["method"] == REFERENCE]
+    if reference:
+        for method in methods:
+            lookup.setdefault((reference[0]["prune_ratio"], method), reference[0])
+    return lookup
+
+
+def _table_ratios(lookup, methods):
+    """Prune ratios that have at least one cell, increasing."""
+    return sorted({ratio for ratio, method in lookup if method in methods})
+
+
+def _row_params(lookup, ratio, methods):
+    """Params of the first method that has an entry at ``ratio``."""
+    for method in methods:
+        if (ratio, method) in lookup:
+            return lookup[(ratio, method)]["params_mean"]
+    return float("nan")
+
+
+def _loss_table(lookup, ratios, methods, decimals):
+    """Table S4-style loss table (mean ± std per method and prune ratio)."""
+    header = ["Prune ratio (%)", "Number of parameters"] + list(methods)
+    body = []
+    for ratio in ratios:
+        cells = [format_percent(ratio), format_param_count(_row_params(lookup, ratio, methods))]
+        for method in methods:
+            entry = lookup.get((ratio, method))
+            if entry is None:
+                cells.append("–")
+            else:
+                cells.append(
+                    format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], decimals,
+                                    entry["n_converged"])
+                )
+        body.append(cells)
+    return markdown_table(header, body)
+
+
+def _nfe_table(lookup, ratios, methods):
+    """Table of mean NFE-F / NFE-B per method and prune ratio."""
+    header = ["Prune ratio (%)"] + [f"{m} (NFE-F / NFE-B)" for m in methods]
+    body = []
+    for ratio in ratios:
+        cells = [format_percent(ratio)]
+        for method in methods:
+            entry = lookup.get((ratio, method))
+            cells.append(
+                "–" if entry is None
+                else format_nfe_pair(entry["nfe_forward_mean"], entry["nfe_backward_mean"])
+            )
+        body.append(cells)
+    return markdown_table(header, body)
+
+
+def _convergence_note(dataset_summary):
+    """Sentence stating how many rows did not converge (and where)."""
+    total = sum(s["n_total"] for s in dataset_summary)
+    failed = [s for s in dataset_summary if s["n_converged"] < s["n_total"]]
+    n_failed = sum(s["n_total"] - s["n_converged"] for s in failed)
+    note = f"{n_failed} of {total} runs did not converge"
+    if not failed:
+        return note + "."
+    details = ", ".join(
+        f"{s['method']} at {format_percent(s['prune_ratio'])} %: "
+        f"{s['n_total'] - s['n_converged']}/{s['n_total']}"
+        for s in failed
+    )
+    return note + f" ({details}); N/A: no converged run."
+
+
+def _dataset_section(dataset, dataset_summary, loss_label, decimals):
+    """Markdown lines for one dataset: loss table, note, NFE table."""
+    methods = _method_columns(dataset_summary)
+    lookup = _cell_lookup(dataset_summary, methods)
+    ratios = _table_ratios(lookup, methods)
+    networks = ", ".join(ordered_unique(str(s["network"]) for s in dataset_summary))
+    n_nets = max(s["n_total"] for s in dataset_summary)
+    lines = [f"## {dataset} ({networks})", ""]
+    lines.append(
+        f"{loss_label[:1].upper() + loss_label[1:]}, mean ± std over up to {n_nets} runs "
+        f"(converged runs only); prune ratio 0 % is the unpruned {REFERENCE}."
+    )
+    lines.append("")
+    lines += _loss_table(lookup, ratios, methods, decimals)
+    lines += ["", _convergence_note(dataset_summary), ""]
+    lines += ["### Number of function evaluations", ""]
+    lines.append("Mean NFE-F / NFE-B (forward / backward) over converged runs.")
+    lines.append("")
+    lines += _nfe_table(lookup, ratios, methods)
+    lines.append("")
+    return lines
+
+
+def render_markdown(rows, title=None, loss_label="test loss", decimals=None):
+    """Return the markdown report for ``rows`` as a string."""
+    summary = summarize(rows)
+    lines = [f"# {title or 'Pruning results'}", ""]
+    for dataset in ordered_unique(s["dataset"] for s in summary):
+        dataset_summary = [s for s in summary if s["dataset"] == dataset]
+        lines += _dataset_section(dataset, dataset_summary, loss_label, decimals)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------
+def _safe_name(name):
+    """File-system safe version of a dataset name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "dataset"
+
+
+def _finite_series(entries, key):
+    """(prune %, value, entry) for entries whose ``key`` is finite."""
+    return [
+        (100.0 * e["prune_ratio"], e[key], e) for e in entries if is_finite(e[key])
+    ]
+
+
+def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, std_key=None):
+    """``key`` vs. prune ratio per method (with a ±``std_key`` band), reference dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        for method in methods:
+            entries = [s for s in dataset_summary if s["method"] == method]
+            series = _finite_series(entries, key)
+            if not series:
+                continue
+            x = np.array([p for p, _, _ in series])
+            y = np.array([v for _, v, _ in series])
+            (line,) = ax.plot(x, y, marker="o", label=method)
+            if std_key is not None:
+                std = np.array([e[std_key] for _, _, e in series])
+                std = np.where(np.isfinite(std), std, 0.0)
+                ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
+        _reference_line(ax, dataset_summary, key)
+        ax.set_xlabel("Prune ratio (%)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(str(dataset_summary[0]["dataset"]))
+        _finish_axes(ax)
+        fig.tight_layout()
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _reference_line(ax, dataset_summary, key):
+    """Draw the ReferenceNet value of ``key`` as a horizontal dashed line."""
+    for entry in dataset_summary:
+        if entry["method"] == REFERENCE and is_finite(entry[key]):
+            ax.axhline(entry[key], color="black", linestyle="--", label=REFERENCE)
+            return
+
+
+def _finish_axes(ax):
+    """Grid and legend (only if something is labelled)."""
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _write_plots(summary, plot_dir, loss_label):
+    """Write ``<dataset>_loss.png`` and ``<dataset>_nfe.png`` per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(plot_dir, exist_ok=True)
+    paths = []
+    for dataset in ordered_unique(s["dataset"] for s in summary):
+        dataset_summary = [s for s in summary if s["dataset"] == dataset]
+        methods = _method_columns(dataset_summary)
+        methods = [m for m in methods if m != REFERENCE]
+        loss_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_loss.png")
+        nfe_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_nfe.png")
+        _plot_against_prune_ratio(plt, dataset_summary, methods, loss_path, "test_loss_mean", loss_label,
+                                  std_key="test_loss_std")
+        _plot_against_prune_ratio(plt, dataset_summary, methods, nfe_path, "nfe_forward_mean", "NFE-F")
+        paths += [loss_path, nfe_path]
+    return paths
+
+
+def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None):
+    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png``.
+
+    ``title`` defaults to "Pruning results"; ``loss_label`` names the loss in
+    the text and on the y axis; ``decimals`` fixes the number of decimals of
+    the loss cells (default: 3 if |mean| < 1 else 2).  Returns the written
+    paths, report first.  Raises ``ValueError`` if ``rows`` is empty or a
+    row lacks a column of :data:`RESULT_COLUMNS` (extra keys are ignored).
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("write_report: no result rows")
+    for row in rows:
+        check_columns(row, allow_extra=True)
+    os.makedirs(out_dir, exist_ok=True)
+    report_path = os.path.join(out_dir, "report.md")
+    save_text(render_markdown(rows, title, loss_label, decimals) + "\n", report_path)
+    plot_paths = _write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label)
+    return [report_path] + plot_paths
+
+
+def save_figure(fig, path, dpi=120):
+    """Write ``fig`` as PNG at ``path`` atomically (a crash never leaves half a plot)."""
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
