@@ -16,10 +16,19 @@ def load_plugins(modules):
         try:
             importlib.import_module(name)
         except ImportError as err:
+            if getattr(err, "name", None) not in (None, name) and not name.startswith(f"{err.name}."):
+                raise PluginImportError(f"plugin module '{name}' failed to import: {_last_line(err)}") from err
             raise PluginImportError(
                 f"cannot import plugin module '{name}': {err}; make it importable "
                 "(install it or add its folder to PYTHONPATH)"
             ) from err
+        except Exception as err:  # noqa: BLE001  (any error in the plugin's own code)
+            raise PluginImportError(f"plugin module '{name}' failed to import: {_last_line(err)}") from err
+
+
+def _last_line(err):
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1]}" if text else type(err).__name__
 
 
 def load_entry_point_plugins():

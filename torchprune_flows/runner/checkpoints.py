@@ -1,9 +1,30 @@
-"""Atomic files: checkpoints that load with ``torch.load(weights_only=True)``, JSON records."""
+"""Atomic files: checkpoints that load with ``torch.load(weights_only=True)``, JSON records.
+
+Files are written to a temporary file and renamed, with the usual permissions (0666 less the
+umask, as ``open`` gives). A file that cannot be read back (truncated by a full disk, edited by
+hand) raises :class:`CorruptFileError`, one line that names it and the fix.
+"""
 import json
 import os
 import tempfile
 
 import torch
+
+
+class CorruptFileError(ValueError):
+    """A run-folder file that cannot be read; the message names it and how to recover."""
+
+    def __init__(self, path, err):
+        text = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {text[-1]}" if text else type(err).__name__
+        super().__init__(f"{path} is corrupt or truncated ({reason}); delete it and rerun the same command: "
+                         "only what it held is recomputed")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, write):
@@ -12,6 +33,7 @@ def atomic_write(path, write):
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -25,7 +47,12 @@ def save_checkpoint(obj, path):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+        raise CorruptFileError(path, err) from err
 
 
 def save_json(obj, path):
@@ -33,8 +60,11 @@ def save_json(obj, path):
 
 
 def load_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptFileError(path, err) from err
 
 
 def save_text(text, path):

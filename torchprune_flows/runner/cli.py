@@ -17,6 +17,7 @@ from torchprune_flows.pruning import PruningError, canonical_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
 
+from .checkpoints import CorruptFileError
 from .config import ConfigError, load_config, resolve_config
 from .runs import RunFolder
 
@@ -64,9 +65,16 @@ def prepare(args):
             raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
     resolved = resolve_config(args.config, args.overrides)
     cfg = resolved.cfg
-    load_plugins(list(cfg.get("plugins", [])) + args.plugins)
+    plugins = list(dict.fromkeys(list(cfg.get("plugins", [])) + args.plugins))
+    load_plugins(plugins)
     load_entry_point_plugins()
+    if args.plugins:  # the run records every plugin it needs, so sample/analyze load them too
+        cfg["plugins"] = plugins
+        for run in resolved.runs:
+            run.cfg["plugins"] = plugins
     out_dir = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out {out_dir} is a file; give a folder (a new one, or one this config started)")
     runs = []
     for run in resolved.runs:
         check_names(run.cfg)
@@ -137,7 +145,7 @@ def main(argv=None):
     try:
         cfg, out_dir, runs = prepare(args)
         check_resume(out_dir, cfg)
-    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError) as err:
+    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.makedirs(out_dir, exist_ok=True)
@@ -147,7 +155,11 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     with lock:
-        return _run_all(cfg, out_dir, runs)
+        try:
+            return _run_all(cfg, out_dir, runs)
+        except CorruptFileError as err:  # a damaged step record or checkpoint of an earlier run
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
 
 def run_from_command_line(argv=None):

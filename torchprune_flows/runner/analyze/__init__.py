@@ -13,8 +13,9 @@ import sys
 
 from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError
-from torchprune_flows.registry import UnknownNameError
+from torchprune_flows.registry import PluginImportError, UnknownNameError, load_plugins
 
+from ..checkpoints import CorruptFileError
 from ..runs import RunError
 
 SUBCOMMANDS = ("sample", "hessian", "figure", "modes", "sweep", "cost")
@@ -27,8 +28,15 @@ def build_parser():
         module = _module(name)
         if module is None:
             continue
-        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        add_common_arguments(module, sub.add_parser(name, help=module.HELP, description=module.HELP))
     return parser
+
+
+def add_common_arguments(module, parser):
+    """The subcommand's own arguments and ``--plugin`` (runs record their plugins; more here)."""
+    module.add_arguments(parser)
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (a run's config.yaml plugins are loaded anyway)")
 
 
 def _module(name):
@@ -48,7 +56,9 @@ def main(argv=None):
 def run_subcommand(module, args):
     """``module.run(args)``, bad input printed as one ``error:`` line with exit code 2."""
     try:
+        load_plugins(getattr(args, "plugins", []))
         return module.run(args)
-    except (RunError, PruningError, UnknownNameError, FileNotFoundError, DataFileError) as err:
+    except (RunError, PruningError, UnknownNameError, FileNotFoundError, DataFileError, PluginImportError,
+            CorruptFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

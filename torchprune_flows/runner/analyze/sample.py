@@ -83,10 +83,10 @@ def run(args):
 
 def main(argv=None):
     """``python -m experiment.sample ARGS``: the ``sample`` subcommand on its own."""
-    from . import run_subcommand
+    from . import add_common_arguments, run_subcommand
 
     parser = argparse.ArgumentParser(prog="python -m experiment.sample", description=HELP)
-    add_arguments(parser)
+    add_common_arguments(sys.modules[__name__], parser)
     return run_subcommand(sys.modules[__name__], parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 

@@ -212,6 +212,10 @@ def read_config(path, overrides=()) -> dict:
         overrides = [overrides]
     path = os.fspath(path)
     absolute = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(absolute):
+        inside = sorted(f for f in os.listdir(absolute) if f.endswith((".yaml", ".yml")))[:3]
+        hint = f", e.g. {os.path.join(path, inside[0])}" if inside else ""
+        raise ConfigError(f"config '{path}' is a folder; give one experiment YAML file{hint}")
     if not os.path.isfile(absolute):
         raise ConfigError(f"config file '{path}' not found (looked at {absolute}); check the path")
     cfg = _load_resolved(absolute)
