@@ -35,11 +35,24 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                         help="import MODULE before resolving names (repeatable)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="torch threads (default: 1 for networks under 1M parameters, else the "
+                             "free cores; TORCHPRUNE_FLOWS_THREADS or OMP_NUM_THREADS also set it)")
     parser.add_argument("--engine", choices=["ours", "torchprune"], default="ours",
                         help="'torchprune': run torchprune's own runner on CONFIG with our networks, "
                              "datasets, losses and metrics (it needs torchprune installed; results go "
                              "to the config's directories.results)")
     return parser.parse_args(argv)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of threads, got '{text}'")
+    return value
 
 
 def check_names(cfg):
@@ -148,6 +161,11 @@ def main(argv=None):
     except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from torchprune_flows.pruning import count_parameters
+
+    from .threads import use_threads
+
+    use_threads(args.threads, max(count_parameters(e.build_network()) for e in runs))
     os.makedirs(out_dir, exist_ok=True)
     lock = _lock_folder(out_dir)
     if lock is None:
