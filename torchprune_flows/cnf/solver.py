@@ -39,6 +39,15 @@ class SolverSpec:
     max_num_steps: int = 10000
 
     def __post_init__(self):
+        for name in ("adjoint", "seminorm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"solver option '{name}' must be true or false, got {getattr(self, name)!r}")
+        for name in ("atol", "rtol", "step_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"solver option '{name}' must be a positive number, got {value!r}")
+        if isinstance(self.max_num_steps, bool) or not isinstance(self.max_num_steps, int) or self.max_num_steps < 1:
+            raise ValueError(f"solver option 'max_num_steps' must be a positive integer, got {self.max_num_steps!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown solver backend '{self.backend}'; choose from {', '.join(BACKENDS)}")
         if self.method not in ADAPTIVE_METHODS + FIXED_METHODS:
@@ -64,6 +73,20 @@ class SolverSpec:
         if unknown:
             raise ValueError(f"unknown solver option(s) {sorted(unknown)}; valid: {[f.name for f in fields(self)]}")
         return SolverSpec(**{**asdict(self), **changes})
+
+
+def solver_spec(options, where="network.kwargs"):
+    """A :class:`SolverSpec` from user options (``network.kwargs``, name suffixes), the one check
+    every network family uses: unknown keys are named with their key path and close matches."""
+    import difflib
+
+    valid = [f.name for f in fields(SolverSpec)]
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"unknown option '{where}.{key}'{hint} (solver options: {', '.join(valid)})")
+    return SolverSpec(**options)
 
 
 def _torchdiffeq(func, y0, t, spec, adjoint_params):

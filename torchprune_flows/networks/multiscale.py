@@ -9,6 +9,7 @@ dopri5 at atol = rtol = 1e-5, adjoint gradients and a learnable end time.
 import torch
 
 from ..cnf import CNF, FlowNetwork, FlowSequence, SolverSpec
+from ..cnf.solver import solver_spec
 from ..cnf.fixed_layers import LogitTransform, Squeeze
 from ..pruning import PrunableMixin
 from ..registry import register_network
@@ -96,7 +97,7 @@ def _image_factory(default_shape):
         is the tuple of the vector fields' hidden channels, ``MultiscaleFlow``'s ``hidden_channels``."""
         channels, size = default_shape[0], default_shape[1]
         shape = (num_in_channels or channels, image_size or size, image_size or size)
-        solver = SolverSpec(**dict(IMAGE_SOLVER, **solver_kwargs))
+        solver = solver_spec(dict(IMAGE_SOLVER, **solver_kwargs))
         return MultiscaleFlow(shape, tuple(hidden), blocks, solver=solver, probe=probe, alpha=alpha,
                               end_time=end_time, train_end_time=train_end_time, num_scales=num_scales)
 

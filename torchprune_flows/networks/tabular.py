@@ -5,7 +5,8 @@ hm*D units, so L + 1 layers ``D -> hm*D -> ... -> D`` (L is FFJORD's ``nhidden``
 ``l{L}`` counts all L layers instead), Hutchinson divergence (Gaussian probe), dopri5 with atol
 1e-8 and rtol 1e-6, adjoint gradients and a learnable end time per block (T = 1 at the start).
 """
-from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..cnf import CNF, FlowNetwork
+from ..cnf.solver import solver_spec
 from ..pruning import PrunableMixin
 from ..registry import register_network
 from .concatsquash import ConcatSquashField
@@ -38,5 +39,5 @@ def tabular_flow(num_hidden_layers, hidden_multiplier, blocks, activation, suffi
         raise ValueError("tabular flows need the data dimension: set network.outputSize to D")
     options = dict(TABULAR_SOLVER, **parse_solver_suffix(suffix))
     options.update(solver_kwargs)
-    return TabularFlow(data_dim, num_hidden_layers, hidden_multiplier, blocks, activation, SolverSpec(**options),
+    return TabularFlow(data_dim, num_hidden_layers, hidden_multiplier, blocks, activation, solver_spec(options),
                        probe=probe, end_time=end_time, train_end_time=train_end_time)

@@ -6,7 +6,8 @@ counts hidden layers, L counts *all* layers.
 """
 from torch import nn
 
-from ..cnf import CNF, FlowNetwork, SolverSpec
+from ..cnf import CNF, FlowNetwork
+from ..cnf.solver import solver_spec
 from ..cnf.flow import PRIOR_LAYOUT
 from ..pruning import PrunableMixin
 from ..registry import register_network
@@ -21,7 +22,7 @@ def _solver(suffix, default_tol, solver_kwargs):
     options = dict(atol=default_tol, rtol=default_tol)
     options.update(parse_solver_suffix(suffix))
     options.update(solver_kwargs)
-    return SolverSpec(**options)
+    return solver_spec(options)
 
 
 class ToyFlow(PrunableMixin, FlowNetwork):

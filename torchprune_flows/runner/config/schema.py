@@ -206,6 +206,48 @@ def _check_customizations(value: Any) -> list:
     return _list_of(entry)(value if value is not None else [], "customizations")
 
 
+def _class_kwargs(cls: type, kwargs: dict, where: str, skip: Tuple[str, ...]) -> None:
+    """``kwargs`` must be keyword arguments of ``cls`` with values of their defaults' types:
+    unknown keys name close matches, a number where a number is expected, and so on."""
+    import inspect
+
+    from .checks import _close_matches, _quoted
+
+    params = {name: p for name, p in inspect.signature(cls).parameters.items() if name not in skip}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for key, value in kwargs.items():
+        if key not in params:
+            close = _close_matches(key, list(params))
+            hint = f"; did you mean {_quoted(close)}?" if close else ""
+            raise ConfigError(f"unknown key '{where}.{key}' for {cls.__name__}{hint} "
+                              f"(it takes {', '.join(params) or 'none'})")
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, (tuple, list)):
+            ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise _type_error(f"{where}.{key}", f"a value like {cls.__name__}'s default {default!r}", value)
+
+
+def _check_optimizer_and_schedulers(training: dict, where: str) -> None:
+    """Keyword arguments against the signatures of the chosen torch classes, before any run."""
+    _class_kwargs(getattr(torch.optim, training["optimizer"]), training["optimizerKwargs"],
+                  f"{where}.optimizerKwargs", ("params",))
+    for i, entry in enumerate(training["lrSchedulers"]):
+        _class_kwargs(getattr(torch.optim.lr_scheduler, entry["type"]), {**entry["kwargs"], **entry["stepKwargs"]},
+                      f"{where}.lrSchedulers[{i}].kwargs", ("optimizer",))
+
+
 def _validate(cfg: dict) -> Tuple[dict, List[float]]:
     """Validate a whole include-free config: it with all defaults filled, and its keep ratios."""
     _reject_unknown(cfg, _TOP_LEVEL, "")
@@ -222,6 +264,8 @@ def _validate(cfg: dict) -> Tuple[dict, List[float]]:
     passthrough = {key: copy.deepcopy(cfg[key]) for key in _TORCHPRUNE_ONLY if key in cfg}
     network = _check_mapping(cfg["network"], _NETWORK, "network")
     retraining = _check_retraining(cfg.get("retraining"), raw_training, training)
+    _check_optimizer_and_schedulers(training, "training")
+    _check_optimizer_and_schedulers(_merge_retraining(training, retraining), "retraining")
     experiments, ratios = _check_experiments(cfg["experiments"])
     return {
         **passthrough,

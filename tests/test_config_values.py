@@ -1,0 +1,34 @@
+"""Every config value is checked before anything is written (issue 12): optimizer and scheduler
+keyword arguments against the torch classes' signatures, solver options of every network family."""
+import os
+
+import pytest
+
+from conftest import one_error_line
+
+
+@pytest.mark.parametrize("section, change, words", [
+    ("training", {"optimizerKwargs": {"lr": "fast"}}, ["training.optimizerKwargs.lr", "'fast'"]),
+    ("training", {"optimizerKwargs": {"lrr": 0.01}}, ["unknown key 'training.optimizerKwargs.lrr' for AdamW",
+                                                      "did you mean 'lr'"]),
+    ("training", {"lrSchedulers": [{"type": "MultiStepLR", "kwargs": {"gama": 0.3},
+                                    "stepKwargs": {"milestones": [1]}}]},
+     ["unknown key 'training.lrSchedulers[0].kwargs.gama' for MultiStepLR", "did you mean 'gamma'"]),
+    ("retraining", {"optimizerKwargs": {"weight_decay": True}}, ["retraining.optimizerKwargs.weight_decay"]),
+    ("network", {"kwargs": {"seminorm": "no"}}, ["seminorm", "must be true or false", "'no'"]),
+    ("network", {"kwargs": {"atol": -1}}, ["atol", "must be a positive number", "-1"]),
+    ("network", {"kwargs": {"atoll": 1e-3}}, ["network.kwargs.atoll", "did you mean atol"]),
+])
+def test_bad_values_stop_before_anything_is_written(tiny, capsys, section, change, words):
+    tiny.cfg.setdefault(section, {}).update(change)
+    assert tiny.run() == 2
+    one_error_line(capsys, *words)
+    assert not os.path.exists(tiny.path("out"))  # no config.yaml locking the folder to a bad config
+
+
+def test_good_values_pass(tiny):
+    tiny.cfg["training"]["optimizerKwargs"] = {"lr": 1e-2, "betas": [0.9, 0.99], "amsgrad": True}
+    tiny.cfg["training"]["numEpochs"] = 1
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    tiny.cfg["network"]["kwargs"] = {"atol": 1e-3, "rtol": 1e-3, "seminorm": False}
+    assert tiny.run() == 0
