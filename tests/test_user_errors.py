@@ -105,3 +105,27 @@ def test_plugins_travel_with_the_run(tiny, capsys, monkeypatch, clean_modules):
         monkeypatch.delitem(sys.modules, registry_module)  # sampling imports it again from config.yaml
     assert sample([tiny.path("out"), "-n", "5", "--out", tiny.path("s.npy"), "--plugin", module]) == 0
     assert os.path.exists(tiny.path("s.npy"))
+
+
+def test_results_are_written_after_every_step(tiny, monkeypatch):
+    """A crash after the first finished steps leaves their rows in results.csv and report.md."""
+    from torchprune_flows.runner import pipeline
+
+    original, calls = pipeline.Experiment.prune_sweep, []
+
+    def crash_after_first_method(self, *args):
+        calls.append(args)
+        if len(calls) > 1:
+            raise RuntimeError("power cut")
+        return original(self, *args)
+
+    monkeypatch.setattr(pipeline.Experiment, "prune_sweep", crash_after_first_method)
+    with pytest.raises(RuntimeError, match="power cut"):
+        tiny.run()
+    with open(tiny.path("out", "results.csv")) as handle:
+        lines = handle.read().strip().splitlines()
+    assert len(lines) == 1 + 1 + 2  # header, the base net, ThresNet at both keep ratios
+    assert "ThresNet" in lines[-1]
+    with open(tiny.path("out", "report.md")) as handle:
+        report = handle.read()
+    assert "WT" in report or "ThresNet" in report

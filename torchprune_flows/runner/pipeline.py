@@ -184,16 +184,19 @@ class Experiment:
         status = "" if row["converged"] else "  (did not converge)"
         tqdm.write(f"[{step}] keep={row['keep_ratio']:.3f} params={row['params']} "
                    f"test_loss={row['test_loss']:.4f} nfe_f={row['nfe_forward']}{status}")
+        self.write_outputs(plots=False)  # results as they happen: a long sweep can be watched
 
     def rows(self):
         return list(self.folder.read_records().values())
 
-    def write_outputs(self):
+    def write_outputs(self, plots=True):
+        """``results.csv`` and ``report.md`` (and the plots) from every finished step so far."""
         rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
         write_results_csv(rows, self.folder.results_path)
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
         loss = self.training["loss"]
-        write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"))
+        write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"),
+                     plots=plots)
         return rows
 
 

@@ -213,8 +213,8 @@ def _write_plots(summary, plot_dir, loss_label):
     return paths
 
 
-def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None):
-    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png``.
+def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None, plots=True):
+    """Write ``out_dir/report.md`` and (unless ``plots`` is false) ``out_dir/plots/*.png``.
 
     ``title`` defaults to "Pruning results"; ``loss_label`` names the loss in
     the text and on the y axis; ``decimals`` fixes the number of decimals of
@@ -230,7 +230,7 @@ def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=Non
     os.makedirs(out_dir, exist_ok=True)
     report_path = os.path.join(out_dir, "report.md")
     save_text(render_markdown(rows, title, loss_label, decimals) + "\n", report_path)
-    plot_paths = _write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label)
+    plot_paths = _write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label) if plots else []
     return [report_path] + plot_paths
 
 
