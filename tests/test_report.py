@@ -33,6 +33,7 @@ def _row(net, method, keep, test_loss, converged=True, nfe=(20, 30.5)):
         "params": int(round(PARAMS_ORIGINAL * keep)),
         "params_original": PARAMS_ORIGINAL,
         "test_loss": test_loss,
+        "test_loss_se": 0.0123,
         "test_metric": test_loss / 3.0,
         "test_metric2": float("nan"),
         "val_loss": test_loss + 0.0123456789,
@@ -43,6 +44,7 @@ def _row(net, method, keep, test_loss, converged=True, nfe=(20, 30.5)):
         "converged": converged,
         "dataset": "gaussians",
         "network": "ffjord_multiscale",
+        "estimator": "exact divergence",
     }
 
 
@@ -200,7 +202,8 @@ def test_report_markdown(rows, tmp_path):
 
     row_90 = next(l for l in table if l.startswith("| 90 |"))
     wt_mean, _ = _expected_loss_stats(rows, "ThresNet", KEEP_RATIOS[2])
-    assert f"| {wt_mean:.2f} |" in row_90  # one converged net: the mean alone, no "± 0.00"
+    # one converged net: not a misleading "± 0.00" over one run, but ± its own standard error
+    assert f"| {wt_mean:.2f} ± 0.01 |" in row_90
     assert "N/A" in row_90  # FilterThresNet: no converged run
     assert "| 4.33K |" in row_90
 

@@ -50,7 +50,11 @@ def flow_log_likelihood(outputs):
 
 
 def nll_nats(outputs):
-    return -flow_log_likelihood(outputs).mean()
+    return nll_nats_per_sample(outputs).mean()
+
+
+def nll_nats_per_sample(outputs):
+    return -flow_log_likelihood(outputs)
 
 
 def bits_per_dim(outputs):
@@ -59,13 +63,18 @@ def bits_per_dim(outputs):
     ``log p`` is the density of the [0, 1]-scaled, dequantised data (including any logit
     transform's log-determinant); the ``ln 256`` turns it into the density of 8-bit values.
     """
+    return bits_per_dim_per_sample(outputs).mean()
+
+
+def bits_per_dim_per_sample(outputs):
     terms = flow_terms(outputs)
     log_p = terms.log_pz - terms.delta_logp
-    return (-(log_p / terms.dims - math.log(256.0)) / math.log(2.0)).mean()
+    return -(log_p / terms.dims - math.log(256.0)) / math.log(2.0)
 
 
 class _FlowLoss(nn.Module):
     objective = staticmethod(nll_nats)
+    objective_per_sample = staticmethod(nll_nats_per_sample)
 
     def __init__(self, **kwargs):
         super().__init__()
@@ -75,6 +84,10 @@ class _FlowLoss(nn.Module):
     def forward(self, outputs, targets=None):
         """The objective, plus the regulariser a net adds under ``"reg_loss"`` (as torchprune)."""
         return self.objective(outputs) + flow_terms(outputs).reg_loss
+
+    def per_sample(self, outputs):
+        """The loss of each sample, shape (N,), without any regulariser (for standard errors)."""
+        return self.objective_per_sample(outputs)
 
 
 @register_loss("NLLPriorLoss")
@@ -92,6 +105,7 @@ class NLLBitsLoss(_FlowLoss):
     """Negative log-likelihood in bits per dimension (image flows)."""
 
     objective = staticmethod(bits_per_dim)
+    objective_per_sample = staticmethod(bits_per_dim_per_sample)
 
 
 register_loss("CrossEntropyLoss")(nn.CrossEntropyLoss)

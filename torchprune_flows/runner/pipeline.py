@@ -25,9 +25,9 @@ from .checkpoints import save_text
 from .config import retraining_config
 from .data import build_loaders, build_splits
 from .render import write_report
-from .results import REFERENCE, RESULT_COLUMNS, write_results_csv
+from .results import COLUMN_DEFAULTS, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .runs import RunFolder
-from .training import DidNotConverge, evaluate, train
+from .training import DidNotConverge, evaluate, evaluation_estimator, train
 
 LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats)",
                "NLLBitsLoss": "test NLL (bits/dim)", "CrossEntropyLoss": "test cross-entropy"}
@@ -162,12 +162,14 @@ class Experiment:
                 results[split] = evaluate(net, loaders[split], self.loss_fn, self.metrics, self.device, seed)
             converged = all(math.isfinite(r["loss"]) for r in results.values())
             error = "" if converged else "non-finite evaluation loss"
-        nan = {"loss": math.nan, "metric": math.nan, "metric2": math.nan, "nfe_forward": math.nan}
+        nan = {"loss": math.nan, "loss_se": math.nan, "metric": math.nan, "metric2": math.nan,
+               "nfe_forward": math.nan, "estimator": ""}
         test, val = results.get("test", nan), results.get("val", nan)
         history = summary.get("history") or [{}]
         nonzero = count_nonzero(net)
         row = dict(
-            prune_ratio=None, params=nonzero, test_loss=test["loss"], test_metric=test["metric"],
+            prune_ratio=None, params=nonzero, test_loss=test["loss"], test_loss_se=test["loss_se"],
+            estimator=test["estimator"] or evaluation_estimator(net)[1], test_metric=test["metric"],
             test_metric2=test["metric2"], val_loss=val["loss"], nfe_forward=test["nfe_forward"],
             nfe_backward=history[-1].get("nfe_backward", math.nan), epochs=summary["epochs"],
             seconds=summary["seconds"] + (time.time() - eval_started),
@@ -191,7 +193,7 @@ class Experiment:
 
     def write_outputs(self, plots=True):
         """``results.csv`` and ``report.md`` (and the plots) from every finished step so far."""
-        rows = [{k: r[k] for k in RESULT_COLUMNS} for r in self.rows()]
+        rows = [{k: r.get(k, COLUMN_DEFAULTS.get(k)) for k in RESULT_COLUMNS} for r in self.rows()]
         write_results_csv(rows, self.folder.results_path)
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
         loss = self.training["loss"]

@@ -63,7 +63,7 @@ def _loss_table(lookup, ratios, methods, decimals):
             else:
                 cells.append(
                     format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], decimals,
-                                    entry["n_converged"])
+                                    entry["n_converged"], entry.get("test_loss_se"))
                 )
         body.append(cells)
     return markdown_table(header, body)
@@ -111,8 +111,12 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals):
     lines = [f"## {dataset} ({networks})", ""]
     lines.append(
         f"{loss_label[:1].upper() + loss_label[1:]}, mean ± std over up to {n_nets} runs "
-        f"(converged runs only); prune ratio 0 % is the unpruned {REFERENCE}."
+        f"(converged runs only; a single run: ± its standard error over the test samples); "
+        f"prune ratio 0 % is the unpruned {REFERENCE}."
     )
+    estimators = ordered_unique(e for s in dataset_summary for e in s.get("estimators", []))
+    if estimators:
+        lines.append(f"Log-density estimator of these numbers: {'; '.join(estimators)}.")
     lines.append("")
     lines += _loss_table(lookup, ratios, methods, decimals)
     lines += ["", _convergence_note(dataset_summary), ""]

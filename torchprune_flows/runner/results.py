@@ -40,6 +40,7 @@ RESULT_COLUMNS = [
     "params",
     "params_original",
     "test_loss",
+    "test_loss_se",
     "test_metric",
     "test_metric2",
     "val_loss",
@@ -50,7 +51,11 @@ RESULT_COLUMNS = [
     "converged",
     "dataset",
     "network",
+    "estimator",
 ]
+
+#: Values of columns that step records of older runs lack.
+COLUMN_DEFAULTS = {"test_loss_se": float("nan"), "estimator": ""}
 
 
 _INT_COLUMNS = {"net", "repetition", "epochs"}
@@ -58,6 +63,7 @@ _FLOAT_COLUMNS = {
     "keep_ratio",
     "prune_ratio",
     "test_loss",
+    "test_loss_se",
     "test_metric",
     "test_metric2",
     "val_loss",
@@ -65,7 +71,7 @@ _FLOAT_COLUMNS = {
 }
 _NUMBER_COLUMNS = {"params", "params_original", "nfe_forward", "nfe_backward"}
 _BOOL_COLUMNS = {"converged"}
-_STR_COLUMNS = {"method", "dataset", "network"}
+_STR_COLUMNS = {"method", "dataset", "network", "estimator"}
 
 _RATIO_DECIMALS = 8
 _INT_PATTERN = re.compile(r"^[+-]?\d+$")
@@ -254,6 +260,10 @@ def _summarize_group(key, group):
         "prune_ratio": ratio_key(1.0 - keep),
         "test_loss_mean": loss_mean,
         "test_loss_std": loss_std,
+        # a single run's standard error over its test samples (the spread of one number)
+        "test_loss_se": float(converged[0].get("test_loss_se", float("nan")) or float("nan"))
+        if len(converged) == 1 else float("nan"),
+        "estimators": ordered_unique(str(r.get("estimator") or "") for r in group if r.get("estimator")),
         "n_converged": len(losses),
         "n_total": len(group),
         "params_mean": finite_mean(r["params"] for r in group),
@@ -307,8 +317,9 @@ def _loss_decimals(mean):
     return 3 if abs(mean) < 1 else 2
 
 
-def format_mean_std(mean, std, decimals=None, count=None):
-    """Format ``"mean ± std"`` (just the mean when ``count`` is 1); ``"N/A"`` if the mean is not finite.
+def format_mean_std(mean, std, decimals=None, count=None, se=None):
+    """Format ``"mean ± std"`` (when ``count`` is 1: ``"mean ± se"`` with a finite standard error
+    ``se``, else just the mean); ``"N/A"`` if the mean is not finite.
 
     ``decimals=None`` picks 3 decimals for ``|mean| < 1`` and 2 otherwise.
     """
@@ -317,7 +328,7 @@ def format_mean_std(mean, std, decimals=None, count=None):
     if decimals is None:
         decimals = _loss_decimals(mean)
     if count == 1:
-        return f"{mean:.{decimals}f}"
+        return f"{mean:.{decimals}f} ± {se:.{decimals}f}" if se is not None and is_finite(se) else f"{mean:.{decimals}f}"
     std = std if is_finite(std) else 0.0
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 

@@ -13,7 +13,7 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from torchprune_flows.cnf import SolverError, backward, nfe_counts
+from torchprune_flows.cnf import SolverError, backward, cnf_blocks, nfe_counts, with_divergence
 from torchprune_flows.pruning import export_state, import_state
 
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -60,27 +60,59 @@ def _batches(loader, device):
         yield x.to(device), y.to(device)
 
 
+#: Flows over at most this many dimensions are evaluated with the exact divergence: D
+#: vector-Jacobian products per evaluation instead of one probe's, and no probe noise (on a
+#: 2,000-point toy test set one probe per batch gave 4.186 +- 0.079 nats over 40 seeds, the
+#: exact value 4.173). Toy flows (2) and POWER (6), GAS (8); wider flows keep one Gaussian probe
+#: per batch, whose noise is part of the reported standard error.
+EXACT_EVALUATION_MAX_DIM = 10
+
+
+def evaluation_estimator(net):
+    """``(divergence to evaluate with or None, its description)`` for ``net``."""
+    blocks = cnf_blocks(net)
+    kinds = {b.odefunc.divergence for b in blocks}
+    if not blocks or kinds == {"none"}:
+        return None, "no log-density (classifier)"
+    dim = int(torch.Size(getattr(net, "data_shape", ())).numel()) if hasattr(net, "data_shape") else None
+    if kinds == {"exact"}:
+        return None, "exact divergence"
+    if dim is not None and dim <= EXACT_EVALUATION_MAX_DIM:
+        return "exact", "exact divergence"
+    return None, "Hutchinson, one Gaussian probe per batch"
+
+
 @torch.no_grad()
 def evaluate(net, loader, loss_fn, metrics, device, seed=0):
-    """Mean loss, both metrics and forward NFE per batch over a loader (probes seeded)."""
+    """Mean loss (and its standard error over the samples), both metrics and forward NFE per
+    batch over a loader, with the estimator :func:`evaluation_estimator` picks (probes seeded)."""
     net.eval()
     torch.manual_seed(seed)
+    divergence, estimator = evaluation_estimator(net)
     totals = {"loss": 0.0, "metric": 0.0, "metric2": 0.0, "nfe_forward": 0.0}
+    per_sample = []
     count = batches = 0
     try:
-        for x, y in _batches(loader, device):
-            out = net(x)
-            n = x.shape[0]
-            totals["loss"] += float(loss_fn(out, y)) * n
-            totals["metric"] += metrics[0](out, y) * n
-            totals["metric2"] += metrics[1](out, y) * n
-            totals["nfe_forward"] += nfe_counts(net)["forward"]
-            count += n
-            batches += 1
+        with with_divergence(net, divergence):
+            for x, y in _batches(loader, device):
+                out = net(x)
+                n = x.shape[0]
+                totals["loss"] += float(loss_fn(out, y)) * n
+                if hasattr(loss_fn, "per_sample"):
+                    per_sample.append(loss_fn.per_sample(out).double().cpu())
+                totals["metric"] += metrics[0](out, y) * n
+                totals["metric2"] += metrics[1](out, y) * n
+                totals["nfe_forward"] += nfe_counts(net)["forward"]
+                count += n
+                batches += 1
     except SolverError:
-        return {"loss": math.nan, "metric": math.nan, "metric2": math.nan, "nfe_forward": math.nan}
+        return {"loss": math.nan, "loss_se": math.nan, "metric": math.nan, "metric2": math.nan,
+                "nfe_forward": math.nan, "estimator": estimator}
     result = {k: v / count for k, v in totals.items() if k != "nfe_forward"}
     result["nfe_forward"] = totals["nfe_forward"] / batches
+    values = torch.cat(per_sample) if per_sample else torch.zeros(0)
+    result["loss_se"] = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    result["estimator"] = estimator
     return result
 
 
