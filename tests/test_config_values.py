@@ -32,3 +32,26 @@ def test_good_values_pass(tiny):
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
     tiny.cfg["network"]["kwargs"] = {"atol": 1e-3, "rtol": 1e-3, "seminorm": False}
     assert tiny.run() == 0
+
+
+def test_plugin_factory_kwargs_are_checked_against_its_signature(tiny, capsys, monkeypatch, clean_modules):
+    with open(tiny.path("kw_plugin_flows.py"), "w") as handle:
+        handle.write(
+            "import torchprune_flows as tf\n\n\n"
+            "@tf.register_network('kw_strict_flow')\n"
+            "def strict(num_classes=2, num_in_channels=None, hidden=8):\n"
+            "    return tf.build_network(f'cnf_l2_h{hidden}_tanh_high_tol', num_classes=num_classes)\n\n\n"
+            "@tf.register_network('kw_loose_flow')\n"
+            "def loose(num_classes=2, **kwargs):\n"
+            "    return tf.build_network('cnf_l2_h8_tanh_high_tol', num_classes=num_classes)\n")
+    monkeypatch.syspath_prepend(tiny.root)
+    clean_modules.append("kw_plugin_flows")
+    tiny.cfg["plugins"] = ["kw_plugin_flows"]
+    tiny.cfg["network"].update(name="kw_strict_flow", kwargs={"hiden": 4})
+    assert tiny.run() == 2
+    one_error_line(capsys, "unknown option 'network.kwargs.hiden' for kw_strict_flow", "did you mean hidden")
+    tiny.cfg["network"].update(name="kw_loose_flow", kwargs={"hiden": 4})
+    tiny.cfg["training"]["numEpochs"] = 1
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    assert tiny.run() == 0
+    assert "warning: network.kwargs ['hiden'] go to kw_plugin_flows.loose(**kwargs)" in capsys.readouterr().err

@@ -355,4 +355,5 @@ def _bind_fields(factory, name, fields, kind="network", template=None):
     member.__doc__ = factory.__doc__
     member.family_fields = dict(fields)
     member.family_template = template
+    member.factory = factory
     return member

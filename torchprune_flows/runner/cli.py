@@ -68,6 +68,34 @@ def check_names(cfg):
         canonical_method(method)
 
 
+def check_network_kwargs(cfg):
+    """``network.kwargs`` against the factory's signature (unknown keys with close matches).
+
+    Our families pass the rest to :func:`torchprune_flows.cnf.solver.solver_spec`, which checks
+    it; a plugin factory that swallows ``**kwargs`` cannot be checked: one warning line says so.
+    """
+    import difflib
+    import inspect
+
+    kwargs = cfg["network"].get("kwargs") or {}
+    if not kwargs:
+        return
+    member = NETWORKS.get(cfg["network"]["name"])
+    factory = getattr(member, "factory", member)
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if not getattr(factory, "__module__", "").startswith("torchprune_flows."):
+            print(f"warning: network.kwargs {sorted(kwargs)} go to {factory.__module__}.{factory.__name__}"
+                  "(**kwargs), which this runner cannot check", file=sys.stderr)
+        return
+    fields = set(getattr(member, "family_fields", {}))
+    for key in kwargs:
+        if key not in params or key in fields:
+            close = difflib.get_close_matches(key, [p for p in params if p not in fields], n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise UsageError(f"unknown option 'network.kwargs.{key}' for {cfg['network']['name']}{hint}")
+
+
 def prepare(args):
     """The checked config, the output folder and one :class:`.pipeline.Experiment` per run of the
     config (per customization); raises on bad input before anything is written."""
@@ -91,6 +119,7 @@ def prepare(args):
     runs = []
     for run in resolved.runs:
         check_names(run.cfg)
+        check_network_kwargs(run.cfg)
         from .pipeline import Experiment
 
         try:
