@@ -71,7 +71,8 @@ def by_key(rows):
 
 
 def without_seconds(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    """The rows without their wall-clock columns."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "seconds_per_batch")} for row in rows]
 
 
 def read_log(out_dir, step):

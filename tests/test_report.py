@@ -41,6 +41,8 @@ def _row(net, method, keep, test_loss, converged=True, nfe=(20, 30.5)):
         "nfe_backward": nfe[1],
         "epochs": 50,
         "seconds": 12.345678901234567,
+        "flops": 0.5 * keep,
+        "seconds_per_batch": 0.25,
         "converged": converged,
         "dataset": "gaussians",
         "network": "ffjord_multiscale",

@@ -17,6 +17,7 @@ import zlib
 import torch
 from tqdm import tqdm
 
+from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, count_nonzero, count_parameters, export_state,
                                       import_state, prune)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
@@ -167,11 +168,15 @@ class Experiment:
         test, val = results.get("test", nan), results.get("val", nan)
         history = summary.get("history") or [{}]
         nonzero = count_nonzero(net)
+        last = history[-1]
+        per_batch = last["seconds"] / last["batches"] if last.get("batches") else math.nan
         row = dict(
             prune_ratio=None, params=nonzero, test_loss=test["loss"], test_loss_se=test["loss_se"],
             estimator=test["estimator"] or evaluation_estimator(net)[1], test_metric=test["metric"],
             test_metric2=test["metric2"], val_loss=val["loss"], nfe_forward=test["nfe_forward"],
             nfe_backward=history[-1].get("nfe_backward", math.nan), epochs=summary["epochs"],
+            flops=vector_field_flops(net, self.splits["test"][0][0].unsqueeze(0).to(self.device)) / 1e6,
+            seconds_per_batch=per_batch,
             seconds=summary["seconds"] + (time.time() - eval_started),
             converged=converged, dataset=self.cfg["network"]["dataset"], network=self.cfg["network"]["name"],
         )

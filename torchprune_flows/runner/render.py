@@ -85,6 +85,24 @@ def _nfe_table(lookup, ratios, methods):
     return markdown_table(header, body)
 
 
+def _cost_table(lookup, ratios, methods):
+    """MFLOPs of one vector-field evaluation and training seconds per batch, per method and ratio."""
+    header = ["Prune ratio (%)"] + [f"{m} (MFLOPs / s per batch)" for m in methods]
+    body = []
+    for ratio in ratios:
+        cells = [format_percent(ratio)]
+        for method in methods:
+            entry = lookup.get((ratio, method))
+            if entry is None:
+                cells.append("–")
+                continue
+            flops, seconds = entry.get("flops_mean", float("nan")), entry.get("seconds_per_batch_mean", float("nan"))
+            cells.append(f"{flops:.4g}" if is_finite(flops) else "N/A")
+            cells[-1] += " / " + (f"{seconds:.3g}" if is_finite(seconds) else "N/A")
+        body.append(cells)
+    return markdown_table(header, body)
+
+
 def _convergence_note(dataset_summary):
     """Sentence stating how many rows did not converge (and where)."""
     total = sum(s["n_total"] for s in dataset_summary)
@@ -124,6 +142,12 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals):
     lines.append("Mean NFE-F / NFE-B (forward / backward) over converged runs.")
     lines.append("")
     lines += _nfe_table(lookup, ratios, methods)
+    lines.append("")
+    lines += ["### Cost", ""]
+    lines.append("MFLOPs of one evaluation of every vector field per sample (nonzero weights only) and "
+                 "training seconds per batch (the last epoch; N/A without training).")
+    lines.append("")
+    lines += _cost_table(lookup, ratios, methods)
     lines.append("")
     return lines
 

@@ -46,6 +46,8 @@ RESULT_COLUMNS = [
     "val_loss",
     "nfe_forward",
     "nfe_backward",
+    "flops",
+    "seconds_per_batch",
     "epochs",
     "seconds",
     "converged",
@@ -55,7 +57,8 @@ RESULT_COLUMNS = [
 ]
 
 #: Values of columns that step records of older runs lack.
-COLUMN_DEFAULTS = {"test_loss_se": float("nan"), "estimator": ""}
+COLUMN_DEFAULTS = {"test_loss_se": float("nan"), "estimator": "", "flops": float("nan"),
+                   "seconds_per_batch": float("nan")}
 
 
 _INT_COLUMNS = {"net", "repetition", "epochs"}
@@ -68,6 +71,8 @@ _FLOAT_COLUMNS = {
     "test_metric2",
     "val_loss",
     "seconds",
+    "flops",
+    "seconds_per_batch",
 }
 _NUMBER_COLUMNS = {"params", "params_original", "nfe_forward", "nfe_backward"}
 _BOOL_COLUMNS = {"converged"}
@@ -268,6 +273,8 @@ def _summarize_group(key, group):
         "n_total": len(group),
         "params_mean": finite_mean(r["params"] for r in group),
         "nfe_forward_mean": finite_mean(r["nfe_forward"] for r in converged),
+        "flops_mean": finite_mean(r.get("flops", float("nan")) for r in group),
+        "seconds_per_batch_mean": finite_mean(r.get("seconds_per_batch", float("nan")) for r in converged),
         "nfe_backward_mean": finite_mean(r["nfe_backward"] for r in converged),
     }
 
