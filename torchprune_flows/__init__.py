@@ -17,6 +17,8 @@ from .registry import (  # noqa: F401
 )
 from . import data, networks, objectives  # noqa: F401,E402
 from .cnf import CNF, SolverSpec, nfe_counts  # noqa: F401,E402
+from .pruning.compact import compact  # noqa: F401,E402
+from .export import export_flow  # noqa: F401,E402
 
 __version__ = "0.1.0"
 from .registry.torchprune_bridge import install_into_torchprune, maybe_install_into_torchprune  # noqa

@@ -1,0 +1,107 @@
+"""Compaction: a pruned flow made physically smaller, so that it is cheaper to run.
+
+:func:`compact` turns a pruned network (masks from ``torch.nn.utils.prune``) into a deep copy
+whose ``nn.Linear`` / ``nn.Conv2d`` layers are smaller: the hidden units that no longer reach
+the output are gone, and with them their rows (weights, bias, and the rows of their time-only
+companions: concatsquash ``gate`` / ``shift``, the concat conv's ``time`` conv) and the next
+layer's input columns that read them. The copy has plain parameters (no masks) and computes
+the same function; every CNF block keeps its data dimension, since the outputs of a chain's last
+layer are never removed, so probes drawn from the same seed and samples are the same too.
+
+Which units go is read from the network's structured chains (:mod:`.protocol`): a hidden unit
+goes when every weight that reads it in the next layer is zero (after the removals further down
+the chain), which is exact whatever the activation. FT removes a unit's row, bias, companion rows
+and outgoing columns together, so after FT this removes exactly the pruned units; after WT it
+removes the units WT left without outputs and leaves the rest dense (see :data:`WT_SPARSE_KERNEL`).
+
+Why not ``torch-pruning`` (PyPI ``torch_pruning`` 1.6.1, looked at for this): its dependency
+graph is traced from the ``grad_fn`` graph of one forward pass, and a CNF's forward pass is an
+ODE solve inside ``odeint_adjoint`` (one opaque autograd function) whose vector field is
+differentiated again for the divergence, so the trace cannot see which layer feeds which; the
+chains declared by our vector fields already say it. What would be left to use are its
+per-layer slicing functions (``prune_linear_out_channels`` ...), a few lines each here, not worth
+a dependency, and they know nothing of the time-only companions.
+"""
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .masks import refresh_pruned_tensors
+
+#: WT's unstructured sparsity stays dense. Measured once (one thread, shared busy machine, forward
+#: matmul ``W @ x`` only, batch 1000 / 512): torch's CSR matmul (``to_sparse_csr``) is slower than
+#: dense at 80-98 % sparsity on the toy 64x64 layer (0.6-0.8x) and on MINIBOONE's 43->860 and
+#: 860->43 layers (0.2-0.7x); only the 860x860 hidden layer gains at 95 % (1.7x) and 98 % (2.7x),
+#: 1.0x at 90 %. The backward pass and the divergence's vector-Jacobian products were not measured,
+#: so no sparse kernel is wired in; semi-structured (2:4) sparsity is CUDA-only in torch.
+WT_SPARSE_KERNEL = None
+
+
+def _strip_masks(net):
+    """Turn every ``weight_orig * weight_mask`` reparametrization into a plain parameter."""
+    refresh_pruned_tensors(net)
+    for module in net.modules():
+        names = [n[:-5] for n, _ in module.named_parameters(recurse=False) if n.endswith("_orig")]
+        for name in names:
+            torch_prune.remove(module, name)
+
+
+def _columns(layer, offset, count, rows=None):
+    """The consumer's weights reading the producer's units, shape (count, everything else),
+    only from the consumer's output ``rows`` that stay (all when ``None``)."""
+    w = layer.weight.detach()
+    if rows is not None:
+        w = w.index_select(0, rows.to(w.device))
+    return w[:, offset:offset + count].transpose(0, 1).reshape(count, -1)
+
+
+def _slice(module, dim, keep):
+    """Keep only the indices ``keep`` of ``module``'s weight along ``dim`` (0: rows, 1: inputs)."""
+    weight = module.weight
+    new = nn.Parameter(weight.detach().index_select(dim, keep).clone(), requires_grad=weight.requires_grad)
+    module.weight = new
+    if dim == 0 and module.bias is not None:
+        module.bias = nn.Parameter(module.bias.detach().index_select(0, keep).clone(),
+                                   requires_grad=module.bias.requires_grad)
+    if isinstance(module, nn.Linear):
+        module.in_features, module.out_features = new.shape[1], new.shape[0]
+    elif isinstance(module, nn.Conv2d):
+        module.in_channels, module.out_channels = new.shape[1] * module.groups, new.shape[0]
+
+
+def _keep_inputs(layer, offset, keep_units):
+    """Input columns of ``layer`` to keep: the ``offset`` time inputs and the kept units' columns."""
+    device = layer.weight.device
+    return torch.cat([torch.arange(offset, device=device), offset + keep_units.to(device)])
+
+
+@torch.no_grad()
+def compact(net):
+    """A deep copy of ``net`` with physically smaller layers and no masks (``net`` is unchanged).
+
+    Hidden units whose outgoing weights are all zero are removed from every structured chain,
+    with their companions' rows and the consumer's input columns; the copy gives the same
+    outputs (log-densities, samples) up to float rounding. An unpruned network comes back with
+    the same shapes. Networks that declare no structured chains only lose their masks.
+    """
+    out = copy.deepcopy(net)
+    _strip_masks(out)
+    chains = out.structured_chains() if hasattr(out, "structured_chains") else []
+    companions = out.unit_companions() if hasattr(out, "unit_companions") else {}
+    for chain in chains:
+        # from the output back: a unit read only by removed units is itself removed
+        keep_rows = {}
+        for (producer, _), (consumer, offset) in reversed(list(zip(chain[:-1], chain[1:]))):
+            columns = _columns(consumer, offset, producer.weight.shape[0], keep_rows.get(id(consumer)))
+            keep_rows[id(producer)] = torch.nonzero(columns.any(dim=1)).flatten()
+        for (producer, _), (consumer, offset) in zip(chain[:-1], chain[1:]):
+            keep = keep_rows[id(producer)]
+            if len(keep) == producer.weight.shape[0]:
+                continue
+            for module in [producer, *companions.get(id(producer), [])]:
+                _slice(module, 0, keep.to(module.weight.device))
+            _slice(consumer, 1, _keep_inputs(consumer, offset, keep))
+    return out
+
