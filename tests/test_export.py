@@ -56,3 +56,25 @@ def test_export_refuses_flows_it_cannot_write(tmp_path):
                            hidden=(4,), blocks=1)
     with pytest.raises(NotImplementedError, match="CNF blocks only"):
         tf.export_flow(net, str(tmp_path / "flow.pt"))
+
+
+def test_the_export_command_on_a_finished_run(cascade_run, tmp_path):
+    from torchprune_flows.runner.analyze import main
+    from torchprune_flows.runner.runs import RunFolder
+
+    _, out, rc = cascade_run
+    assert rc == 0
+    path = str(tmp_path / "ft.pt")
+    assert main(["export", out, "--method", "FT", "--keep", "0.3", "--out", path]) == 0
+    exported = torch.load(path, weights_only=True)
+    namespace = {}
+    exec(exported["loader"], namespace)
+    flow = namespace["StandaloneFlow"](exported)
+    run = RunFolder.open(out)
+    net = run.load_network(run.select("FT", 0.3))
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), with_divergence(net, "exact"):
+        expected = net.log_prob(x)
+    assert torch.allclose(flow.log_prob(x, divergence="exact").to(expected), expected, rtol=1e-5, atol=1e-5)
+    assert sum(t.numel() for block in exported["blocks"] for layer in block["layers"] for t in layer.values()
+               if torch.is_tensor(t)) < sum(p.numel() for p in net.parameters())  # compacted
