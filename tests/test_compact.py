@@ -135,3 +135,47 @@ def test_wt_compacted_flow_keeps_its_function():
     expected, got = _log_prob(net, x, "exact"), _log_prob(compact, x, "exact")
     assert torch.allclose(got, expected, rtol=1e-5, atol=0)
     assert count_nonzero(compact) == count_nonzero(net) <= count_parameters(compact) <= count_parameters(net)
+
+
+@pytest.mark.parametrize("name,dim", [("ffjord_l1_hm4_f3_softplus_high_tol", 6), ("ffjord_l4_h64_sigmoid_da", 2)])
+def test_write_back_round_trips_trained_compact_weights(name, dim):
+    """Train compact, store in the original architecture: compacting again gives the same net."""
+    from torchprune_flows.pruning import get_masks, write_back
+
+    torch.manual_seed(0)
+    net = tf.build_network(name, num_classes=dim)
+    prune(net, "FT", 0.3, count_parameters(net))
+    masks = {k: v.clone() for k, v in get_masks(net).items()}
+    small = tf.compact(net)
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "training"
+    write_back(small, net)
+    assert {k: v.tolist() for k, v in get_masks(net).items()} == {k: v.tolist() for k, v in masks.items()}
+    again = tf.compact(net)
+    for (n1, a), (n2, b) in zip(small.named_parameters(), again.named_parameters()):
+        assert n1 == n2 and torch.equal(a, b), n1
+
+
+def test_the_runner_retrains_ft_compact_and_stores_the_original_architecture(tiny, monkeypatch):
+    from torchprune_flows.runner import pipeline
+    from torchprune_flows.runner.runs import RunFolder
+
+    sizes, original_train = [], pipeline.train
+
+    def recording_train(net, *args, **kwargs):
+        sizes.append((sum(p.numel() for p in net.parameters()), bool(get_masks(net))))
+        return original_train(net, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", recording_train)
+    tiny.cfg["experiments"]["methods"] = ["FilterThresNet", "ThresNet"]
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    tiny.cfg["training"]["numEpochs"] = 1
+    assert tiny.run() == 0
+    (reference, _), (ft_size, ft_masked), (wt_size, wt_masked) = sizes
+    assert ft_size < reference and not ft_masked  # FT retrains physically smaller
+    assert wt_size == reference and wt_masked  # WT retrains masked
+    run = RunFolder.open(tiny.path("out"))
+    net = run.load_network(run.select("FT", 0.5))  # the checkpoint loads into the full architecture
+    assert sum(p.numel() for p in net.parameters()) == reference and get_masks(net)
+    assert count_nonzero(net) == run.steps[run.select("FT", 0.5)]["params"]

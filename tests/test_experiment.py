@@ -161,11 +161,13 @@ class TinyPluginFlow(PrunableMixin, FlowNetwork):
         field = TinyField(dim, hidden)
         solver = SolverSpec(method="dopri5", adjoint=True, atol=1e-4, rtol=1e-4)
         super().__init__([CNF(field, divergence="exact", solver=solver)], (dim,))
+        self.original_weights = 2 * dim * hidden
 
     def zero_weight_fraction(self):
+        """Share of the original weights pruned: masked to zero, or gone from a compacted copy."""
         field = self.chain[0].vector_field
         weights = [field.fc1.weight, field.fc2.weight]  # effective (masked) weights
-        return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+        return 1.0 - sum(int((w != 0).sum()) for w in weights) / self.original_weights
 
 
 class FragileFlow(TinyPluginFlow):

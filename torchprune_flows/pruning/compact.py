@@ -65,6 +65,9 @@ def _slice(module, dim, keep):
     if dim == 0 and module.bias is not None:
         module.bias = nn.Parameter(module.bias.detach().index_select(0, keep).clone(),
                                    requires_grad=module.bias.requires_grad)
+    index = dict(getattr(module, "compact_index", {}))  # dim -> kept indices of the original
+    index[dim] = keep.detach().cpu()
+    module.compact_index = index
     if isinstance(module, nn.Linear):
         module.in_features, module.out_features = new.shape[1], new.shape[0]
     elif isinstance(module, nn.Conv2d):
@@ -105,3 +108,38 @@ def compact(net):
             _slice(consumer, 1, _keep_inputs(consumer, offset, keep))
     return out
 
+
+
+@torch.no_grad()
+def write_back(compact_net, net):
+    """Copy the (trained) parameters of ``compact_net`` = ``compact(net)`` into the pruned ``net``.
+
+    Each sliced module remembers which rows / input columns of the original it kept
+    (``compact_index``); those entries of ``net``'s parameters (``weight_orig`` where masked) are
+    overwritten, the rest stays as it was: removed entries are masked anyway. So a flow can be
+    retrained compact and stored in its original architecture, whose masks stay the source of truth.
+    """
+    targets = dict(net.named_modules())
+    for name, module in compact_net.named_modules():
+        target = targets[name]
+        index = getattr(module, "compact_index", {})
+        for pname, param in module.named_parameters(recurse=False):
+            dest = getattr(target, pname + "_orig", None)
+            if dest is None:
+                dest = getattr(target, pname)
+            value = param.detach().to(dest.device, dest.dtype)
+            rows = index.get(0)
+            if pname == "bias" or dest.dim() == 1:
+                if rows is not None and pname == "bias":
+                    dest[rows.to(dest.device)] = value
+                else:
+                    dest.copy_(value)
+                continue
+            if not index:
+                dest.copy_(value)
+                continue
+            rows = rows if rows is not None else torch.arange(dest.shape[0])
+            cols = index.get(1, torch.arange(dest.shape[1]))
+            dest[rows.to(dest.device)[:, None], cols.to(dest.device)[None, :]] = value
+    refresh_pruned_tensors(net)
+    return net

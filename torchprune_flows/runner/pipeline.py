@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from torchprune_flows.analysis.flops import vector_field_flops
-from torchprune_flows.pruning import (canonical_method, count_nonzero, count_parameters, export_state,
-                                      import_state, prune)
+from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
+                                      get_masks, import_state, prune, write_back)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
@@ -134,7 +134,8 @@ class Experiment:
             retrain_iterations = self.cfg["experiments"]["retrainIterations"]
             tcfg = self.retraining if retrain_iterations == -1 or i < retrain_iterations else None
             desc = f"net{net_idx} r{rep} {method} keep={keep:.3f}"
-            row, state = self._train_and_evaluate(net, step, tcfg, self.retraining["startEpoch"], desc, seed)
+            row, state = self._train_and_evaluate(net, step, tcfg, self.retraining["startEpoch"], desc, seed,
+                                                  compact_training=canonical_method(method) == "FilterThresNet")
             row.update(net=net_idx, repetition=rep, method=method, keep_ratio=keep, params_original=params_original)
             if not row["converged"]:
                 state = pruned  # the next ratio starts from the pruned, not the diverged, weights
@@ -144,7 +145,16 @@ class Experiment:
     def _from_state(self, state):
         return import_state(self.build_network(), state)
 
-    def _train_and_evaluate(self, net, step, tcfg, start_epoch, desc, seed):
+    def _train_and_evaluate(self, net, step, tcfg, start_epoch, desc, seed, compact_training=False):
+        """Train (``tcfg``; None: no training) and evaluate ``net`` in place; ``(row, state)``.
+
+        A pruned net runs compact (:func:`compact`: removed units physically gone, same function),
+        so every keep ratio costs less: evaluation always, training where the method removes whole
+        units (FT). The trained compact weights are written back into ``net``, whose masks stay
+        the source of truth of what the checkpoints hold.
+        """
+        pruned = bool(get_masks(net))
+        work = compact(net) if pruned and compact_training else net
         loaders = build_loaders(self.splits, tcfg or self.training, seed)
         summary = {"epochs": 0, "seconds": 0.0, "lr_start": None}
         converged, error = True, ""
@@ -153,14 +163,17 @@ class Experiment:
             ckpt = self.folder.partial_checkpoint(step)
             log = _jsonl_writer(log_path)
             try:
-                summary = train(net, loaders, tcfg, self.loss_fn, self.metrics, self.device, start_epoch, seed,
+                summary = train(work, loaders, tcfg, self.loss_fn, self.metrics, self.device, start_epoch, seed,
                                 ckpt, desc=desc, log=log)
             except DidNotConverge as err:
                 converged, error = False, str(err)
+        if work is not net:
+            write_back(work, net)
         results, eval_started = {}, time.time()
         if converged:
+            evaluated = work if work is not net else (compact(net) if pruned else net)
             for split in ("val", "test"):
-                results[split] = evaluate(net, loaders[split], self.loss_fn, self.metrics, self.device, seed)
+                results[split] = evaluate(evaluated, loaders[split], self.loss_fn, self.metrics, self.device, seed)
             converged = all(math.isfinite(r["loss"]) for r in results.values())
             error = "" if converged else "non-finite evaluation loss"
         nan = {"loss": math.nan, "loss_se": math.nan, "metric": math.nan, "metric2": math.nan,
