@@ -7,16 +7,13 @@ from torchprune_flows.export import export_flow
 
 from ..checkpoints import atomic_write
 from ..runs import RunError, RunFolder
+from .sample import add_step_arguments
 
 HELP = "write a trained (pruned) flow of a run, compacted, as a standalone file (torch + torchdiffeq only)"
 
 
 def add_arguments(parser):
-    parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
-    parser.add_argument("--method", help="ThresNet/WT or FilterThresNet/FT (default: the unpruned base net)")
-    parser.add_argument("--keep", type=float, help="keep ratio of the pruned net (the closest finished one)")
-    parser.add_argument("--net", type=int, default=0)
-    parser.add_argument("--repetition", type=int, default=0)
+    add_step_arguments(parser)
     parser.add_argument("--out", help="the file to write (default: RUN_DIR/export/<step>.pt)")
 
 

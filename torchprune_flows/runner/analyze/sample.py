@@ -20,12 +20,17 @@ HELP = ("draw samples from a trained flow of a run (the base net, or the pruned 
         "to --keep) by integrating it backwards from the prior")
 
 
-def add_arguments(parser):
+def add_step_arguments(parser):
+    """RUN_DIR and the selection of one trained net: ``--method``, ``--keep``, ``--net``, ``--repetition``."""
     parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
     parser.add_argument("--method", help="ThresNet/WT or FilterThresNet/FT (default: the unpruned base net)")
     parser.add_argument("--keep", type=float, help="keep ratio of the pruned net (the closest finished one)")
     parser.add_argument("--net", type=int, default=0)
     parser.add_argument("--repetition", type=int, default=0)
+
+
+def add_arguments(parser):
+    add_step_arguments(parser)
     parser.add_argument("-n", "--num-samples", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=5000, help="samples integrated at once")
     parser.add_argument("--seed", type=int, default=0)
