@@ -1,4 +1,4 @@
-"""End-to-end tests of the experiment runner (``python -m experiment`` / ``experiment.cli.main``).
+"""End-to-end tests of the experiment runner (``python -m experiment`` / ``torchprune_flows.runner.cli.main``).
 
 Every run uses the tiny config of ``conftest.py`` (an 82-parameter 2-D CNF, 240 training points,
 1-3 epochs, 2 keep ratios), so a whole sweep takes a few seconds on one CPU thread.
