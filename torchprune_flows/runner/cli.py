@@ -20,6 +20,7 @@ from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, Plug
 from .checkpoints import CorruptFileError
 from .config import ConfigError, load_config, resolve_config
 from .runs import RunFolder
+from .scaleout import ScaleOutError
 
 
 class UsageError(Exception):
@@ -38,6 +39,9 @@ def parse_args(argv):
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="torch threads (default: 1 for networks under 1M parameters, else the "
                              "free cores; TORCHPRUNE_FLOWS_THREADS or OMP_NUM_THREADS also set it)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="run the sweep's independent chains as N parallel Ray tasks (pip install -e '.[ray]')")
+    parser.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster at ADDR instead of a local one")
     parser.add_argument("--engine", choices=["ours", "torchprune"], default="ours",
                         help="'torchprune': run torchprune's own runner on CONFIG with our networks, "
                              "datasets, losses and metrics (it needs torchprune installed; results go "
@@ -185,9 +189,14 @@ def main(argv=None):
     if args.engine == "torchprune":
         return run_torchprune_engine(args)
     try:
+        if args.workers or args.ray_address:
+            from .scaleout import _ray
+
+            _ray()  # says what to install before anything is written
         cfg, out_dir, runs = prepare(args)
         check_resume(out_dir, cfg)
-    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError) as err:
+    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError,
+            ScaleOutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from torchprune_flows.pruning import count_parameters
@@ -203,8 +212,8 @@ def main(argv=None):
         return 2
     with lock:
         try:
-            return _run_all(cfg, out_dir, runs)
-        except CorruptFileError as err:  # a damaged step record or checkpoint of an earlier run
+            return _run_all(cfg, out_dir, runs, args)
+        except (CorruptFileError, ScaleOutError) as err:  # a damaged step record or checkpoint of an earlier run
             print(f"error: {err}", file=sys.stderr)
             return 2
 
@@ -219,11 +228,17 @@ def run_from_command_line(argv=None):
         return 130
 
 
-def _run_all(cfg, out_dir, runs):
+def _run_all(cfg, out_dir, runs, args):
     RunFolder(out_dir).write_config(cfg)
     for experiment in runs:
         if experiment.out_dir != out_dir:
             experiment.folder.write_config(experiment.cfg)
-        experiment.run()
+        if args.workers or args.ray_address:
+            from .scaleout import run_on_ray
+
+            run_on_ray(experiment, experiment.run_config, args.workers or 1, args.ray_address,
+                       cfg.get("plugins", []))
+        else:
+            experiment.run()
     print(f"results in {out_dir}: results.csv, report.md, plots/", file=sys.stderr)
     return 0

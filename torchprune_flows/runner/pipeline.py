@@ -57,6 +57,7 @@ class Experiment:
 
     def __init__(self, run, out_dir, device="cpu"):
         cfg = run.cfg
+        self.run_config = run
         self.cfg = cfg
         self.out_dir = out_dir
         self.folder = RunFolder(out_dir)
