@@ -104,3 +104,18 @@ def test_a_killed_worker_is_retried_and_resumes_with_the_same_numbers(tiny, monk
     assert tiny.run("--workers", "2", out="killed") == 0
     assert os.path.exists(marker)  # the worker really died once
     assert _rows(tiny.path("killed", "results.csv")) == _rows(tiny.path("uninterrupted", "results.csv"))
+
+
+def test_chain_status_reads_the_running_step_from_its_log(tmp_path):
+    import json
+
+    from torchprune_flows.runner.runs import RunFolder
+    from torchprune_flows.runner.scaleout import chain_status
+
+    folder = RunFolder(str(tmp_path))
+    steps = [folder.pruned_step(0, 0, "ThresNet", i) for i in range(2)]
+    assert chain_status(folder, steps) == f"{steps[0]} starting"
+    os.makedirs(os.path.dirname(folder.log(steps[0])))
+    with open(folder.log(steps[0]), "w") as handle:
+        handle.write(json.dumps({"epoch": 2, "train_loss": 1.23456, "nfe_forward": 20.0, "nfe_backward": 14.0}) + "\n")
+    assert chain_status(folder, steps) == f"{steps[0]} ep 3 loss 1.235 nfe 20/14"

@@ -59,6 +59,23 @@ def pruning_chain(run, out_dir, device, plugins, net_idx, rep, method, reference
     return len(experiment.keep_ratios)
 
 
+def chain_status(folder, steps):
+    """``"<step> ep <epoch> loss <train loss> nfe <F>/<B>"`` of a chain's first unfinished step,
+    from the per-epoch log its worker writes (what the driver shows while the chain runs)."""
+    import json
+
+    step = next((s for s in steps if not folder.is_finished(s)), None)
+    if step is None:
+        return None
+    try:
+        with open(folder.log(step)) as handle:
+            last = json.loads(handle.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return f"{step} starting"
+    return (f"{step} ep {last.get('epoch', 0) + 1} loss {last.get('train_loss', float('nan')):.3f} "
+            f"nfe {last.get('nfe_forward', float('nan')):.0f}/{last.get('nfe_backward', float('nan')):.0f}")
+
+
 def run_on_ray(experiment, run, workers, address=None, plugins=()):
     """Run ``experiment``'s sweep as Ray tasks; returns the result rows (as ``run()`` does)."""
     ray = _ray()
@@ -78,11 +95,12 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     pruning_task = ray.remote(pruning_chain).options(**options)
     device = str(experiment.device)
     exp = experiment.cfg["experiments"]
-    pending = {}
+    pending, steps = {}, {}  # task -> number of its steps; task -> its step names
+    folder = experiment.folder
     try:
         for net_idx in range(exp["numNets"]):
             reference = reference_task.remote(run, experiment.out_dir, device, list(plugins), net_idx)
-            pending[reference] = 1
+            pending[reference], steps[reference] = 1, [folder.reference_step(net_idx)]
             if experiment.mode == "train":
                 continue
             for rep in range(exp["numRepetitions"]):
@@ -90,13 +108,17 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                     chain = pruning_task.remote(run, experiment.out_dir, device, list(plugins), net_idx, rep, method,
                                                 reference)
                     pending[chain] = len(experiment.keep_ratios)
+                    steps[chain] = [folder.pruned_step(net_idx, rep, method, i)
+                                    for i in range(len(experiment.keep_ratios))]
         total = sum(pending.values())
         with tqdm(total=total, desc="steps", unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                ray.get(done[0])  # raises the chain's error, if any
-                bar.update(pending.pop(done[0]))
-                bar.set_postfix(chains_left=len(pending), refresh=False)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+                if done:
+                    ray.get(done[0])  # raises the chain's error, if any
+                    bar.update(pending.pop(done[0]))
+                running = [chain_status(folder, steps[task]) for task in pending]
+                bar.set_postfix_str(" | ".join(r for r in running if r)[:200])
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
