@@ -188,6 +188,9 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.engine == "torchprune":
         return run_torchprune_engine(args)
+    from .distributed import init_from_environment, is_writer
+
+    init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
     try:
         if args.workers or args.ray_address:
             from .scaleout import _ray
@@ -205,6 +208,8 @@ def main(argv=None):
 
     use_threads(args.threads, max(count_parameters(e.build_network()) for e in runs))
     os.makedirs(out_dir, exist_ok=True)
+    if not is_writer():  # another rank of this torchrun job holds the folder
+        return _run_all(cfg, out_dir, runs, args)
     lock = _lock_folder(out_dir)
     if lock is None:
         print(f"error: another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR",
@@ -229,9 +234,12 @@ def run_from_command_line(argv=None):
 
 
 def _run_all(cfg, out_dir, runs, args):
-    RunFolder(out_dir).write_config(cfg)
+    from .distributed import is_writer
+
+    if is_writer():
+        RunFolder(out_dir).write_config(cfg)
     for experiment in runs:
-        if experiment.out_dir != out_dir:
+        if experiment.out_dir != out_dir and is_writer():
             experiment.folder.write_config(experiment.cfg)
         if args.workers or args.ray_address:
             from .scaleout import run_on_ray

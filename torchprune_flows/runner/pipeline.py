@@ -25,6 +25,7 @@ from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 from .checkpoints import save_text
 from .config import retraining_config
 from .data import build_loaders, build_splits
+from .distributed import is_writer
 from .render import write_report
 from .results import COLUMN_DEFAULTS, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .runs import RunFolder
@@ -200,6 +201,9 @@ class Experiment:
     # -- bookkeeping -----------------------------------------------------------------
     def _finish(self, step, row, state):
         row["prune_ratio"] = 1.0 - row["keep_ratio"]
+        if not is_writer():  # under torchrun, rank 0 writes the run folder
+            self._sweep_bar.update()
+            return
         self.folder.finish(step, row, state)
         self._sweep_bar.update()
         status = "" if row["converged"] else "  (did not converge)"
@@ -212,6 +216,8 @@ class Experiment:
 
     def write_outputs(self, plots=True):
         """``results.csv`` and ``report.md`` (and the plots) from every finished step so far."""
+        if not is_writer():
+            return []
         rows = [{k: r.get(k, COLUMN_DEFAULTS.get(k)) for k in RESULT_COLUMNS} for r in self.rows()]
         write_results_csv(rows, self.folder.results_path)
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"

@@ -17,6 +17,8 @@ from torchprune_flows.cnf import SolverError, backward, cnf_blocks, nfe_counts, 
 from torchprune_flows.pruning import export_state, import_state
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .distributed import (agree_on_failure, average_gradients, global_mean, is_writer, mean_over_ranks,
+                          rank_and_size, shard)
 
 
 class DidNotConverge(RuntimeError):
@@ -159,10 +161,10 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
         summary["history"].append(record)
         summary["epochs"] += 1
         summary["seconds"] += time.time() - started
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and is_writer():
             save_checkpoint({"epoch": epoch + 1, "model": export_state(net), "optimizer": optimizer.state_dict(),
                              "summary": summary}, checkpoint_path)
-        if log is not None:  # after the checkpoint: the log never runs ahead of what a resume restores
+        if log is not None and is_writer():  # after the checkpoint: the log never runs ahead of a resume
             log(summary["history"])
     bar.close()
     if summary["best_state"] is not None:
@@ -172,32 +174,42 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
 
 
 def _train_epoch(net, loader, optimizer, schedulers, loss_fn, device, epoch_seed, bar):
+    """One epoch; under torchrun each rank trains on its shard of every global batch (same
+    order everywhere), its own probes, and averaged gradients (:mod:`.distributed`)."""
     net.train()
-    torch.manual_seed(epoch_seed)
+    rank, size = rank_and_size()
+    torch.manual_seed(epoch_seed if size == 1 else epoch_seed + 7919 * rank)  # per-rank probes
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(epoch_seed)
     totals = {"train_loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0}
     lr = current_lr(optimizer)
     batches = 0
     for x, y in _batches(loader, device):
+        x, y = shard(x, y)
         optimizer.zero_grad(set_to_none=True)
+        failure = None
         try:
             out = net(x)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise DidNotConverge(f"non-finite training loss {loss.item()}")
-            backward(loss)  # a failed adjoint solve is a SolverError too
-            if not all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None):
-                raise DidNotConverge("non-finite gradients in the backward pass")
+                failure = f"non-finite training loss {loss.item()}"
+            else:
+                backward(loss)  # a failed adjoint solve is a SolverError too
+                if not all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None):
+                    failure = "non-finite gradients in the backward pass"
         except SolverError as err:
-            raise DidNotConverge(str(err)) from err
+            failure = str(err)
+        failure = agree_on_failure(failure)
+        if failure:
+            raise DidNotConverge(failure)
+        average_gradients(list(net.parameters()), len(x))
         optimizer.step()
         for scheduler in schedulers:
             scheduler.step()
         nfe = nfe_counts(net)
-        totals["train_loss"] += loss.item()
-        totals["nfe_forward"] += nfe["forward"]
-        totals["nfe_backward"] += nfe["backward"]
+        totals["train_loss"] += global_mean(loss.item(), len(x))
+        totals["nfe_forward"] += mean_over_ranks(nfe["forward"])
+        totals["nfe_backward"] += mean_over_ranks(nfe["backward"])
         batches += 1
         bar.set_postfix(loss=f"{loss.item():.3f}", nfe_f=nfe["forward"], nfe_b=nfe["backward"], refresh=False)
     record = {k: v / max(batches, 1) for k, v in totals.items()}
