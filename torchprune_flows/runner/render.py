@@ -50,57 +50,44 @@ def _row_params(lookup, ratio, methods):
     return float("nan")
 
 
-def _loss_table(lookup, ratios, methods, decimals):
-    """Table S4-style loss table (mean ± std per method and prune ratio)."""
-    header = ["Prune ratio (%)", "Number of parameters"] + list(methods)
+def _method_table(lookup, ratios, methods, header, cell, lead=lambda ratio: []):
+    """One row per prune ratio: ``Prune ratio (%)``, the ``lead`` cells, then ``cell(entry)``
+    for each method ("–" where the method has no result at that ratio)."""
     body = []
     for ratio in ratios:
-        cells = [format_percent(ratio), format_param_count(_row_params(lookup, ratio, methods))]
+        cells = [format_percent(ratio)] + lead(ratio)
         for method in methods:
             entry = lookup.get((ratio, method))
-            if entry is None:
-                cells.append("–")
-            else:
-                cells.append(
-                    format_mean_std(entry["test_loss_mean"], entry["test_loss_std"], decimals,
-                                    entry["n_converged"], entry.get("test_loss_se"))
-                )
+            cells.append("–" if entry is None else cell(entry))
         body.append(cells)
-    return markdown_table(header, body)
+    return markdown_table(["Prune ratio (%)"] + header, body)
+
+
+def _loss_table(lookup, ratios, methods, decimals):
+    """Table S4-style loss table (mean ± std per method and prune ratio)."""
+    return _method_table(
+        lookup, ratios, methods, ["Number of parameters"] + list(methods),
+        lambda e: format_mean_std(e["test_loss_mean"], e["test_loss_std"], decimals, e["n_converged"],
+                                  e.get("test_loss_se")),
+        lead=lambda ratio: [format_param_count(_row_params(lookup, ratio, methods))])
 
 
 def _nfe_table(lookup, ratios, methods):
     """Table of mean NFE-F / NFE-B per method and prune ratio."""
-    header = ["Prune ratio (%)"] + [f"{m} (NFE-F / NFE-B)" for m in methods]
-    body = []
-    for ratio in ratios:
-        cells = [format_percent(ratio)]
-        for method in methods:
-            entry = lookup.get((ratio, method))
-            cells.append(
-                "–" if entry is None
-                else format_nfe_pair(entry["nfe_forward_mean"], entry["nfe_backward_mean"])
-            )
-        body.append(cells)
-    return markdown_table(header, body)
+    return _method_table(lookup, ratios, methods, [f"{m} (NFE-F / NFE-B)" for m in methods],
+                         lambda e: format_nfe_pair(e["nfe_forward_mean"], e["nfe_backward_mean"]))
+
+
+def _format_or_na(value, spec):
+    return format(value, spec) if is_finite(value) else "N/A"
 
 
 def _cost_table(lookup, ratios, methods):
     """MFLOPs of one vector-field evaluation and training seconds per batch, per method and ratio."""
-    header = ["Prune ratio (%)"] + [f"{m} (MFLOPs / s per batch)" for m in methods]
-    body = []
-    for ratio in ratios:
-        cells = [format_percent(ratio)]
-        for method in methods:
-            entry = lookup.get((ratio, method))
-            if entry is None:
-                cells.append("–")
-                continue
-            flops, seconds = entry.get("flops_mean", float("nan")), entry.get("seconds_per_batch_mean", float("nan"))
-            cells.append(f"{flops:.4g}" if is_finite(flops) else "N/A")
-            cells[-1] += " / " + (f"{seconds:.3g}" if is_finite(seconds) else "N/A")
-        body.append(cells)
-    return markdown_table(header, body)
+    return _method_table(
+        lookup, ratios, methods, [f"{m} (MFLOPs / s per batch)" for m in methods],
+        lambda e: f"{_format_or_na(e.get('flops_mean', float('nan')), '.4g')} / "
+                  f"{_format_or_na(e.get('seconds_per_batch_mean', float('nan')), '.3g')}")
 
 
 def _convergence_note(dataset_summary):
