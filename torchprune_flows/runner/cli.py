@@ -13,7 +13,7 @@ import os
 import sys
 
 from torchprune_flows.data.checks import DataFileError
-from torchprune_flows.pruning import PruningError, canonical_method
+from torchprune_flows.pruning import PruningError, canonical_method, count_parameters
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins)
 
@@ -55,7 +55,7 @@ def _positive_int(text):
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of threads, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     return value
 
 
@@ -128,7 +128,7 @@ def prepare(args):
 
         try:
             experiment = Experiment(run, os.path.join(out_dir, run.label) if run.label else out_dir, args.device)
-            experiment.build_network()
+            experiment.num_parameters = count_parameters(experiment.build_network())
         except (TypeError, ValueError) as err:
             raise UsageError(f"cannot build network '{run.cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
@@ -202,11 +202,9 @@ def main(argv=None):
             ScaleOutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from torchprune_flows.pruning import count_parameters
-
     from .threads import use_threads
 
-    use_threads(args.threads, max(count_parameters(e.build_network()) for e in runs))
+    use_threads(args.threads, max(e.num_parameters for e in runs))
     os.makedirs(out_dir, exist_ok=True)
     if not is_writer():  # another rank of this torchrun job holds the folder
         return _run_all(cfg, out_dir, runs, args)
