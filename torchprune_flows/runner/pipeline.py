@@ -15,11 +15,12 @@ import time
 import zlib
 
 import torch
+from torch.nn.utils import prune as torch_prune
 from tqdm import tqdm
 
 from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
-                                      get_masks, import_state, prune, write_back)
+                                      import_state, prune, write_back)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
@@ -155,7 +156,7 @@ class Experiment:
         units (FT). The trained compact weights are written back into ``net``, whose masks stay
         the source of truth of what the checkpoints hold.
         """
-        pruned = bool(get_masks(net))
+        pruned = torch_prune.is_pruned(net)
         work = compact(net) if pruned and compact_training else net
         loaders = build_loaders(self.splits, tcfg or self.training, seed)
         summary = {"epochs": 0, "seconds": 0.0, "lr_start": None}
