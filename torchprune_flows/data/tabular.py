@@ -237,10 +237,12 @@ class TabularDataset(RowDataset):
         """Absolute paths of the dataset's files: unpacked in ``root`` or, failing that, in
         ``file_dir`` (torchprune passes its ``directories.training_data`` there), else extracted
         into ``root`` from the MAF archive in either folder."""
-        paths = tuple(os.path.join(root, *relative.split("/")) for relative in cls.files)
+        def files_in(folder):
+            return tuple(os.path.join(folder, *relative.split("/")) for relative in cls.files)
+
+        paths = files_in(root)
         if file_dir:
-            elsewhere = tuple(os.path.join(os.path.abspath(os.path.expanduser(str(file_dir))), *relative.split("/"))
-                              for relative in cls.files)
+            elsewhere = files_in(os.path.abspath(os.path.expanduser(str(file_dir))))
             if not all(os.path.isfile(path) for path in paths) and all(os.path.isfile(p) for p in elsewhere):
                 return elsewhere
         missing = [relative for relative, path in zip(cls.files, paths) if not os.path.isfile(path)]
