@@ -220,19 +220,6 @@ class Registry:
         except InvalidFieldError:
             return False
 
-    def _match(self, name):
-        """``(obj, fields)`` of the exact name or the latest family whose template matches, or None.
-
-        Fields are not checked against the family's choices (see :meth:`get`).
-        """
-        if name in self._exact:
-            return self._exact[name], {}
-        for _, regex, ints, factory in reversed(self._families):
-            match = regex.match(name)
-            if match:
-                return factory, _fields_of(match, ints)
-        return None
-
     def _lookup(self, name):
         """``((obj, fields, template), None)`` for a valid member; ``(None, (template, problem))``
         when templates match but none accepts the fields; ``(None, None)`` when nothing matches."""
