@@ -46,13 +46,17 @@ def check_rows(rows, path, name, width=None, min_rows=1):
     if rows.shape[0] < min_rows:
         raise DataFileError(f"the {name} file {path} has {rows.shape[0]} rows, too few for the train/"
                             f"validation/test split (at least {min_rows})")
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
+    bad = non_finite_rows(rows)
+    if len(bad):
         raise DataFileError(f"the {name} file {path} holds non-finite values (NaN or inf) in "
-                            f"{int((~finite).sum())} of its {rows.shape[0]} rows, the first at row {bad}; "
+                            f"{len(bad)} of its {rows.shape[0]} rows, the first at row {int(bad[0])}; "
                             "clean or replace the file")
     return rows
+
+
+def non_finite_rows(rows):
+    """Indices of the rows of a 2-D array that hold NaN or inf."""
+    return np.flatnonzero(~np.isfinite(rows).all(axis=1))
 
 
 def check_splits(parts, paths, name, dim=None):
@@ -64,9 +68,8 @@ def check_splits(parts, paths, name, dim=None):
         if part.ndim != 2 or (dim is not None and part.shape[1] != dim):
             raise DataFileError(f"{name} from {where} gives {split} rows of shape {part.shape[1:]}, expected "
                                 f"({dim},); the file does not hold {name} data")
-        finite = np.isfinite(part).all(axis=1)
-        if not finite.all():
+        bad = non_finite_rows(part)
+        if len(bad):
             raise DataFileError(f"{name} from {where}: preprocessing gives non-finite {split} rows (first: "
-                                f"{int(np.flatnonzero(~finite)[0])}); a column is constant or the file holds "
-                                "NaN or inf values")
+                                f"{int(bad[0])}); a column is constant or the file holds NaN or inf values")
     return parts
