@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+import torch
 import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +98,18 @@ class TinyExperiment:
 def in_repo(monkeypatch):
     """The repository root as the working directory (config include paths are relative to it)."""
     monkeypatch.chdir(REPO_ROOT)
+
+
+class NaNGradient(torch.autograd.Function):
+    """Identity forward; NaN gradient backward: a failure only a backward (adjoint) pass sees."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
 
 
 def one_error_line(capsys, *words):

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import NaNGradient
 from torchprune_flows.cnf import CNF, SolverError, SolverSpec, backward
 
 
@@ -15,16 +16,6 @@ class Stiff(nn.Module):
 
     def forward(self, t, z):
         return -self.k * z
-
-
-class NaNGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
 
 
 class NaNInTheBackwardPass(nn.Module):
