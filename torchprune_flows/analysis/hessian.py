@@ -35,6 +35,8 @@ from typing import List, NamedTuple
 
 import torch
 
+from ..cnf.cnf import twice_differentiable
+
 #: Precision of the Lanczos vectors, tridiagonal matrices and all estimates.
 DTYPE = torch.float64
 #: Lanczos stops (invariant subspace found) when the next off-diagonal falls below this times the
@@ -148,7 +150,8 @@ class HessianOperator:
             raise ValueError("the network has no kept trainable parameters: nothing to differentiate")
         self.seed = seed
         devices = sorted({p.device.index or 0 for p in self.kept.params if p.device.type == "cuda"})
-        with torch.random.fork_rng(devices=devices):
+        # the generic field evaluation: its graph can be differentiated twice
+        with torch.random.fork_rng(devices=devices), twice_differentiable(net):
             torch.manual_seed(seed)
             loss = loss_closure()
         if not torch.is_tensor(loss) or loss.numel() != 1:

@@ -142,6 +142,23 @@ def with_divergence(model, divergence):
             block.odefunc.divergence = saved_divergence
 
 
+@contextlib.contextmanager
+def twice_differentiable(model):
+    """Every CNF block of ``model`` evaluates its field on the generic autograd path, whose graph
+    can be differentiated twice (Hessian-vector products through backprop through the solver);
+    by default fields that offer the one-pass Hutchinson path (:mod:`.affine_hutchinson`) use it,
+    and its backward is first-order only."""
+    blocks = cnf_blocks(model)
+    saved = [b.odefunc.twice_differentiable for b in blocks]
+    for block in blocks:
+        block.odefunc.twice_differentiable = True
+    try:
+        yield model
+    finally:
+        for block, flag in zip(blocks, saved):
+            block.odefunc.twice_differentiable = flag
+
+
 def without_divergence(model):
     """Integrate only the state in every CNF block (sampling needs no log-density, nor probes)."""
     return with_divergence(model, "none")

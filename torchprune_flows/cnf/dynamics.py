@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from .affine_hutchinson import field_and_hutchinson
 from .divergence import DIVERGENCES, sample_probe
 from .solver import SolverError
 
@@ -44,6 +45,10 @@ class AugmentedDynamics(nn.Module):
         self.probe = None
         self.constant_time = False
         self.constant_end_time = False
+        # Fields that offer ``as_affine_stack`` take the one-pass Hutchinson path
+        # (affine_hutchinson.py), whose backward is first-order only, unless a caller needs second
+        # derivatives (``cnf.twice_differentiable``)
+        self.twice_differentiable = False
         # Evaluation budget of one solve (forward or backward), set by the CNF block: the guard
         # that stops a runaway solve on every backend (torchdyn has no step limit of its own)
         self.max_evals = None
@@ -74,8 +79,21 @@ class AugmentedDynamics(nn.Module):
     def unpack(self, state):
         return state[:, :-1].reshape(state.shape[0], *self.state_shape), state[:, -1]
 
+    def _affine_stack(self, time, z, create_graph):
+        """The field as an affine stack when the one-pass Hutchinson path applies, else None."""
+        as_stack = getattr(self.vector_field, "as_affine_stack", None)
+        if (as_stack is None or self.divergence != "hutchinson" or z.dim() != 2
+                or (create_graph and self.twice_differentiable)):
+            return None
+        return as_stack(time, z)
+
     def _field_and_divergence(self, time, state, probe, create_graph):
         """``f(time, z)`` and ``div f`` at the packed ``state`` (real time, not scaled by T)."""
+        with torch.set_grad_enabled(create_graph):
+            z, _ = self.unpack(state)
+            stack = self._affine_stack(time, z, create_graph)
+            if stack is not None:
+                return field_and_hutchinson(*stack, z, probe)
         with torch.enable_grad():
             z, _ = self.unpack(state)
             if not z.requires_grad:

@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from ..cnf.affine_hutchinson import AffineLayer, activation_of, plain_linear_tensors
 from .stack import TimeLayerStack
 
 
@@ -47,3 +48,19 @@ class ConcatSquashField(TimeLayerStack):
             raise ValueError(f"a concatsquash vector field needs at least 1 layer, got {num_layers}")
         widths = [dim] + [hidden_width] * (num_layers - 1) + [dim]
         super().__init__([ConcatSquashLinear(a, b) for a, b in zip(widths[:-1], widths[1:])], activation)
+
+    def as_affine_stack(self, t, like):
+        """``(layers, activations)`` of this field at time ``t`` for
+        :func:`~torchprune_flows.cnf.affine_hutchinson.field_and_hutchinson`, or None when a
+        module is not one that path reproduces (then the generic autograd path runs)."""
+        activations = [activation_of(m) for m in self.activations]
+        if any(a is None for a in activations) or any(type(layer) is not ConcatSquashLinear for layer in self.layers):
+            return None
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(1, 1)
+        layers = []
+        for layer in self.layers:
+            main = plain_linear_tensors(layer.main)
+            if main is None:
+                return None
+            layers.append(AffineLayer(*main, torch.sigmoid(layer.gate(t)), layer.shift(t)))
+        return layers, activations
