@@ -8,7 +8,9 @@ process, on one thread, with the same Hutchinson probes (the same seed before ea
 draw their probe as the first random numbers of each block's solve). pytest-benchmark times ours;
 ``extra_info`` holds both sides:
 
-``shape``, ``network``, ``dim``, ``batch``, ``gradient`` (ours: seminorm / adjoint), ``atol``, ``rtol``
+``shape``, ``network``, ``dim``, ``batch``, ``gradient`` (ours: seminorm / adjoint / backprop), ``atol``, ``rtol``,
+``evaluation`` (ours: one-pass / generic, see ``torchprune_flows/cnf/affine_hutchinson.py``), ``mode``
+(MINIBOONE's extra cases: the generic evaluation, backprop through the solver, the torchdyn backend)
 (and ``family``, ``method``, ``solver_method``, ``backend``, ``params`` as in ``conftest.py``)
 ``nfe_forward``, ``nfe_backward``                    ours, per pass (summed over CNF blocks)
 ``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
@@ -22,7 +24,7 @@ draw their probe as the first random numbers of each block's solve). pytest-benc
 and, measured once per shape in float64 on the first ``ACCURACY_BATCH`` rows of the batch
 against ours backpropagated through dopri5 at atol = rtol = 1e-10 (the same probes), the
 relative gradient error of each side at the shape's tolerances over the shared weights:
-``accuracy_batch``, ``grad_err_seminorm``, ``grad_err_adjoint`` (ours), ``ffjord_grad_err``,
+``accuracy_batch``, ``grad_err_seminorm``, ``grad_err_adjoint``, ``grad_err_backprop`` (ours), ``ffjord_grad_err``,
 ``end_time_grad_err`` (ours' dL/dT, seminorm; tabular only) and ``seminorm_vs_adjoint`` (the
 relative difference between ours' two adjoints' gradients).
 
@@ -176,7 +178,8 @@ def gradient_accuracy(ours, theirs, x):
     end_times = [b.odefunc.sqrt_end_time for b in ours.chain if b.odefunc.sqrt_end_time.requires_grad]
     grads = {}
     for label, options in [("reference", dict(adjoint=False, atol=1e-10, rtol=1e-10)),
-                           ("seminorm", GRADIENTS["seminorm"]), ("adjoint", GRADIENTS["adjoint"])]:
+                           ("seminorm", GRADIENTS["seminorm"]), ("adjoint", GRADIENTS["adjoint"]),
+                           ("backprop", dict(adjoint=False))]:
         net = copy.deepcopy(ours)
         for block in net.chain:
             block.solver = block.solver.replace(**options)
@@ -191,6 +194,7 @@ def gradient_accuracy(ours, theirs, x):
     info = dict(accuracy_batch=len(x), ffjord_grad_err=_relative(_shared_grads(pairs, 1), grads["reference"]),
                 grad_err_seminorm=_relative(grads["seminorm"], grads["reference"]),
                 grad_err_adjoint=_relative(grads["adjoint"], grads["reference"]),
+                grad_err_backprop=_relative(grads["backprop"], grads["reference"]),
                 seminorm_vs_adjoint=_relative(grads["seminorm"], grads["adjoint"]))
     if end_times:
         info["end_time_grad_err"] = _relative(torch.stack(grads["seminorm_T"]), torch.stack(grads["reference_T"]))
@@ -221,8 +225,10 @@ def side_by_side(benchmark, ours, theirs, x, rounds, **info):
     benchmark.extra_info.update(  # the fields of conftest.py's cases, for experiment.analyze cost
         family="vs FFJORD", method="dense", keep_target=1.0, keep_ratio=1.0, params=count_nonzero(ours),
         solver_method=spec.method, backend=spec.backend)
+    gradient = ("backprop" if not spec.adjoint else "seminorm" if spec.seminorm else "adjoint")
     benchmark.extra_info.update(
-        batch=len(x), atol=spec.atol, rtol=spec.rtol, gradient="seminorm" if spec.seminorm else "adjoint",
+        batch=len(x), atol=spec.atol, rtol=spec.rtol, gradient=gradient,
+        evaluation="generic" if ours.chain[0].odefunc.twice_differentiable else "one-pass",
         nfe_forward=nfe_f, nfe_backward=nfe_b, loss=loss, seconds=seconds,
         ffjord_nfe_forward=ref["nfe_forward"], ffjord_nfe_backward=ref["nfe_backward"],
         ffjord_loss=ref["loss"], ffjord_seconds=ref["seconds"],
@@ -283,6 +289,33 @@ def test_tabular_vs_ffjord(benchmark, ffjord, miniboone_batch, shape, gradient):
     copy_weights(ours, theirs)
     side_by_side(benchmark, ours, theirs, _tabular_batch(shape, dim, batch, miniboone_batch), rounds,
                  shape=shape, network=network, dim=dim)
+
+
+#: MINIBOONE only: ours' other ways of computing the same gradient, each against FFJORD in one run
+#: (``generic``: the seminorm adjoint with every evaluation on the generic autograd path, i.e. a
+#: double backward through the vector-Jacobian product, as before the one-pass path existed)
+MINIBOONE_MODES = {
+    "seminorm-generic": (dict(adjoint=True, seminorm=True), True),
+    "backprop": (dict(adjoint=False), False),
+    "torchdyn-seminorm": (dict(backend="torchdyn", adjoint=True), False),
+}
+
+
+@pytest.mark.parametrize("mode", list(MINIBOONE_MODES))
+def test_miniboone_modes_vs_ffjord(benchmark, ffjord, miniboone_batch, mode):
+    benchmark.group = "vs FFJORD: miniboone"
+    network, dim, batch, rounds = TABULAR["miniboone"]
+    nhidden, multiplier, blocks, activation = _parse_tabular(network)
+    options, generic = MINIBOONE_MODES[mode]
+    torch.manual_seed(0)
+    ours = tf.build_network(network, num_classes=dim, **options)
+    for block in ours.chain:
+        block.odefunc.twice_differentiable = generic
+    theirs = ffjord_chain(ffjord, blocks, [multiplier * dim] * nhidden, dim, "concatsquash", activation,
+                          atol=1e-8, rtol=1e-6, train_T=True)
+    copy_weights(ours, theirs)
+    benchmark.extra_info["mode"] = mode
+    side_by_side(benchmark, ours, theirs, miniboone_batch[:batch], rounds, shape="miniboone", network=network, dim=dim)
 
 
 def _parse_tabular(network):

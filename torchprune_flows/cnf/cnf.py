@@ -128,35 +128,33 @@ def nfe_counts(model):
 
 
 @contextlib.contextmanager
-def with_divergence(model, divergence):
-    """Every CNF block of ``model`` uses the estimator ``divergence`` (a name in
-    :data:`~torchprune_flows.cnf.divergence.DIVERGENCES`; ``None``: unchanged) inside the block."""
-    blocks = cnf_blocks(model) if divergence is not None else []
-    saved = [b.odefunc.divergence for b in blocks]
+def _dynamics_setting(model, name, value):
+    """Every CNF block's dynamics have ``<name> = value`` inside the block (restored after)."""
+    blocks = cnf_blocks(model)
+    saved = [getattr(b.odefunc, name) for b in blocks]
     for block in blocks:
-        block.odefunc.divergence = divergence
+        setattr(block.odefunc, name, value)
     try:
         yield model
     finally:
-        for block, saved_divergence in zip(blocks, saved):
-            block.odefunc.divergence = saved_divergence
+        for block, old in zip(blocks, saved):
+            setattr(block.odefunc, name, old)
 
 
-@contextlib.contextmanager
+def with_divergence(model, divergence):
+    """Every CNF block of ``model`` uses the estimator ``divergence`` (a name in
+    :data:`~torchprune_flows.cnf.divergence.DIVERGENCES`; ``None``: unchanged) inside the block."""
+    if divergence is None:
+        return contextlib.nullcontext(model)
+    return _dynamics_setting(model, "divergence", divergence)
+
+
 def twice_differentiable(model):
     """Every CNF block of ``model`` evaluates its field on the generic autograd path, whose graph
     can be differentiated twice (Hessian-vector products through backprop through the solver);
     by default fields that offer the one-pass Hutchinson path (:mod:`.affine_hutchinson`) use it,
     and its backward is first-order only."""
-    blocks = cnf_blocks(model)
-    saved = [b.odefunc.twice_differentiable for b in blocks]
-    for block in blocks:
-        block.odefunc.twice_differentiable = True
-    try:
-        yield model
-    finally:
-        for block, flag in zip(blocks, saved):
-            block.odefunc.twice_differentiable = flag
+    return _dynamics_setting(model, "twice_differentiable", True)
 
 
 def without_divergence(model):
