@@ -64,7 +64,7 @@ TOY_TRAIN_STEPS, TOY_TRAIN_BATCH, TOY_TRAIN_LR = 400, 256, 1e-2
 
 #: shape label -> (network, D, batch, rounds); MINIBOONE at the paper's batch, the others reduced
 TABULAR = {
-    "miniboone": ("ffjord_l2_hm20_f1_softplus", 43, 1000, 2),
+    "miniboone": ("ffjord_l2_hm20_f1_softplus", 43, 1000, 3),
     "power": ("ffjord_l3_hm10_f5_tanh", 6, 500, 1),
     "gas": ("ffjord_l3_hm20_f5_tanh", 8, 500, 1),
     "hepmass": ("ffjord_l2_hm10_f10_softplus", 21, 250, 1),
