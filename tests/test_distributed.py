@@ -113,3 +113,32 @@ def _fail_on_rank0(rank, size, port, out_dir):
 def test_an_error_on_rank0_is_raised_on_every_rank(tmp_path):
     mp.spawn(_fail_on_rank0, args=(2, _free_port(), str(tmp_path)), nprocs=2)
     assert [(tmp_path / f"raised{r}").read_text() for r in range(2)] == ["keep ratio out of range"] * 2
+
+
+def _run_cli(rank, size, port, config, out):
+    from torchprune_flows.runner.cli import main
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(size))  # what torchrun sets
+    torch.set_num_threads(1)
+    code = main([config, "--out", out])
+    with open(os.path.join(out, f"exit_code_rank{rank}"), "w") as handle:
+        handle.write(str(code))
+
+
+def test_the_pipeline_under_two_gloo_ranks_gives_the_single_process_results(tiny):
+    import csv
+
+    def rows(folder):
+        with open(tiny.path(folder, "results.csv")) as handle:
+            return list(csv.DictReader(handle))
+
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    assert tiny.run(out="single") == 0
+    mp.spawn(_run_cli, args=(2, _free_port(), tiny.write(), tiny.path("ranks")), nprocs=2)
+    assert [open(tiny.path("ranks", f"exit_code_rank{r}")).read() for r in range(2)] == ["0", "0"]
+    single, ranks = rows("single"), rows("ranks")
+    assert [(r["method"], r["keep_ratio"], r["params"], r["converged"]) for r in ranks] == \
+        [(r["method"], r["keep_ratio"], r["params"], r["converged"]) for r in single]
+    for a, b in zip(ranks, single):  # exact divergence: the same numbers up to float rounding
+        assert float(a["test_loss"]) == pytest.approx(float(b["test_loss"]), rel=1e-3), a["method"]
