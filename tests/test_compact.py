@@ -126,6 +126,21 @@ def test_compacted_flow_trains_with_the_same_gradients_on_kept_weights():
         assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-6)
 
 
+def test_a_pruned_net_compacts_straight_after_a_training_step():
+    """After a training forward torch's pruned attributes (``weight = weight_orig * mask``) are
+    autograd graph nodes, which deepcopy refuses; compact refreshes them first (a torchrun rank
+    that writes no checkpoint compacts in that state) and uses the weights after the step."""
+    net = _build("ffjord_l1_hm4_f3_softplus_high_tol", dict(num_classes=6))
+    prune(net, "FT", 0.3, count_parameters(net))
+    x = _data((6,), n=16)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    torch.manual_seed(4)
+    (-net.log_prob(x).mean()).backward()
+    optimizer.step()
+    compact = tf.compact(net)
+    assert torch.allclose(_log_prob(compact, x, "exact"), _log_prob(net, x, "exact"), rtol=1e-4, atol=1e-5)
+
+
 def test_wt_compacted_flow_keeps_its_function():
     """WT removes only the units it left without outputs; the rest stays dense (and zero-filled)."""
     net = _build("ffjord_l4_h64_sigmoid_da", dict(num_classes=2))

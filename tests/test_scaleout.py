@@ -14,6 +14,9 @@ def _rows(path):
 
 
 def test_two_ray_workers_give_the_sequential_results(tiny):
+    # two base nets: their references run as Ray tasks (with one, the driver trains it while Ray
+    # starts: the killed-worker test below runs that way)
+    tiny.cfg["experiments"]["numNets"] = 2
     tiny.cfg["experiments"]["methods"] = ["ThresNet", "FilterThresNet"]
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.6, 0.3]}]
     tiny.cfg["training"]["numEpochs"] = 1

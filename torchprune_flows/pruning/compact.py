@@ -89,6 +89,9 @@ def compact(net):
     outputs (log-densities, samples) up to float rounding. An unpruned network comes back with
     the same shapes. Networks that declare no structured chains only lose their masks.
     """
+    # after a training forward the pruned attributes (weight_orig * mask) are autograd graph
+    # nodes, which deepcopy refuses: recompute them (same values, the current weights) first
+    refresh_pruned_tensors(net)
     out = copy.deepcopy(net)
     _strip_masks(out)
     chains = out.structured_chains() if hasattr(out, "structured_chains") else []

@@ -5,13 +5,19 @@ CPU). Each global batch of ``batchSize`` rows, in the same seeded order on every
 into K contiguous shards; each rank computes its shard's loss with its own Hutchinson probes
 (seeded from the step seed and the rank), and the gradients are averaged weighted by shard size,
 so every rank takes the same optimizer step as one process on the whole batch. NFE are counted
-per rank and reported as the mean. Pruning and evaluation are deterministic and run identically
-on every rank (the ranks hold identical weights and masks); only rank 0 writes files.
+per rank and reported as the mean. Pruning and evaluation run once, on rank 0, and are broadcast
+(:func:`run_once`): the other ranks take rank 0's pruned weights and masks (:func:`prune_once`)
+and its evaluation numbers, so every rank holds the same network and takes the same decisions
+(best epoch, converged or not) even for a pruning method that draws random numbers. Only rank 0
+writes files.
 """
 import os
+import pickle
 
 import torch
 import torch.distributed as dist
+
+from torchprune_flows.pruning import export_state, import_state, prune
 
 
 def init_from_environment(device="cpu"):
@@ -84,3 +90,46 @@ def agree_on_failure(failure):
     if flag.item() > 0:
         return failure or "diverged on another rank"
     return None
+
+
+class RankZeroError(RuntimeError):
+    """What rank 0 raised in :func:`run_once`, on the other ranks (when it cannot be pickled)."""
+
+
+def run_once(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on rank 0 only; every rank returns rank 0's result (broadcast as a
+    pickle). An exception on rank 0 is raised on every rank, so the ranks stop together."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return fn(*args, **kwargs)
+    box, error = [None], None
+    if rank == 0:
+        try:
+            box[0] = ("result", fn(*args, **kwargs))
+        except Exception as err:  # noqa: BLE001  (sent to the other ranks, then raised here too)
+            error = err
+            try:
+                pickle.dumps(err)
+                box[0] = ("error", err)
+            except Exception:  # noqa: BLE001
+                box[0] = ("error", RankZeroError(f"{type(err).__name__}: {err}"))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise error if error is not None else value
+    return value
+
+
+def prune_once(net, method, keep_ratio, params_original):
+    """Prune ``net`` in place on rank 0 (:func:`torchprune_flows.pruning.prune`); every other rank
+    loads rank 0's pruned weights and masks into its ``net``. Returns the pruned state
+    (:func:`torchprune_flows.pruning.export_state`), the same on every rank."""
+
+    def prune_here():
+        prune(net, method, keep_ratio, params_original)
+        return export_state(net)
+
+    state = run_once(prune_here)
+    if rank_and_size()[0] != 0:
+        import_state(net, state)
+    return state

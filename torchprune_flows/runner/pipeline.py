@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
-                                      import_state, prune, write_back)
+                                      import_state, write_back)
 from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
 from .config import retraining_config
 from .data import build_loaders, build_splits
-from .distributed import is_writer
+from .distributed import is_writer, prune_once, run_once
 from .render import write_report
 from .results import COLUMN_DEFAULTS, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .runs import RunFolder
@@ -130,8 +130,7 @@ class Experiment:
             seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
             start = previous if self.mode in ("cascade", "cascade-rewind") else reference
             net = self._from_state(start)
-            prune(net, method, keep, params_original)
-            pruned = export_state(net)
+            pruned = prune_once(net, method, keep, params_original)  # under torchrun: on rank 0, broadcast
             if self.mode == "cascade-rewind":  # weights back to the trained base net, masks kept
                 net = self._from_state({"state_dict": reference["state_dict"], "masks": pruned["masks"]})
             retrain_iterations = self.cfg["experiments"]["retrainIterations"]
@@ -175,8 +174,7 @@ class Experiment:
         results, eval_started = {}, time.time()
         if converged:
             evaluated = work if work is not net else (compact(net) if pruned else net)
-            for split in ("val", "test"):
-                results[split] = evaluate(evaluated, loaders[split], self.loss_fn, self.metrics, self.device, seed)
+            results = run_once(self._evaluate, evaluated, loaders, seed)  # under torchrun: on rank 0, broadcast
             converged = all(math.isfinite(r["loss"]) for r in results.values())
             error = "" if converged else "non-finite evaluation loss"
         nan = {"loss": math.nan, "loss_se": math.nan, "metric": math.nan, "metric2": math.nan,
@@ -198,6 +196,10 @@ class Experiment:
         )
         row["extra"] = {"lr_start": summary["lr_start"], "error": error, "best_epoch": summary.get("best_epoch")}
         return row, export_state(net)
+
+    def _evaluate(self, net, loaders, seed):
+        return {split: evaluate(net, loaders[split], self.loss_fn, self.metrics, self.device, seed)
+                for split in ("val", "test")}
 
     # -- bookkeeping -----------------------------------------------------------------
     def _finish(self, step, row, state):

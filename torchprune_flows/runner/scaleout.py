@@ -7,10 +7,17 @@ instance of N workers or on the cluster at ADDR, writing its steps into the same
 through the same atomic step files as the sequential runner (two chains never write the same
 file). A task that dies (a worker killed) is retried by Ray and resumes from its last finished
 step and epoch, as a rerun does; the driver writes ``results.csv`` and ``report.md`` at the end.
+
+Start-up is hidden where it can be: a local instance starts on a helper thread
+(:class:`LocalRay`) while the driver trains the reference of a config with one base net itself
+(nothing else could run before it), and the workers import torch and the pipeline meanwhile
+(:func:`warm_worker`), so the cascade chains start the moment the reference is done.
 Ray is optional: ``pip install -e ".[ray]"``.
 """
+import logging
 import os
 import sys
+import threading
 
 from tqdm import tqdm
 
@@ -76,55 +83,177 @@ def chain_status(folder, steps):
             f"nfe {last.get('nfe_forward', float('nan')):.0f}/{last.get('nfe_backward', float('nan')):.0f}")
 
 
-def run_on_ray(experiment, run, workers, address=None, plugins=()):
-    """Run ``experiment``'s sweep as Ray tasks; returns the result rows (as ``run()`` does)."""
-    ray = _ray()
-    started_here = not ray.is_initialized()
-    if started_here:
+class LocalRay:
+    """A local Ray instance started on a helper thread, so the driver can work meanwhile.
+
+    ``ray.init`` takes seconds (3-4.5 s on 2 idle cores) and its workers as long again to import
+    torch; on this thread both overlap with the reference training in the driver. The thread
+    stays alive until :meth:`shut_down`: Ray starts its GCS and raylet with a parent-death
+    signal, which Linux ties to the *thread* that started them (a thread that returned after
+    ``ray.init`` took the instance down with it). Right after start-up it calls ``warm_up`` (which
+    submits tasks; its result is kept in :attr:`warm`), so the workers import what the chains
+    need while the driver trains.
+    """
+
+    def __init__(self, ray, workers, warm_up=None):
+        self._ray = ray
+        self._init = dict(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        self._warm_up = warm_up
+        self._up, self._done = threading.Event(), threading.Event()
+        self.error = self.warm = None
+        self._thread = threading.Thread(target=self._own, name="ray-instance", daemon=True)
+        self._thread.start()
+
+    def _own(self):
         try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            quiet, logger = _NoSigtermWarning(), logging.getLogger("ray._private.worker")
+            logger.addFilter(quiet)
+            try:
+                self._ray.init(**self._init)
+            finally:
+                logger.removeFilter(quiet)
+            if self._warm_up is not None:
+                self.warm = self._warm_up()
         except Exception as err:  # noqa: BLE001  (Ray reports start-up problems in many ways)
-            raise ScaleOutError(f"cannot start Ray ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+            self.error = err
+        self._up.set()
+        self._done.wait()
+        if self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def wait(self):
+        """Block until Ray is up (Ctrl-C still interrupts); raises :class:`ScaleOutError` if it failed."""
+        while not self._up.wait(0.2):
+            pass
+        if self.error is not None:
+            raise ScaleOutError(_cannot_start(self.error)) from self.error
+
+    def shut_down(self, wait=True):
+        """Stop the instance (after its start-up finished); ``wait=False`` returns at once."""
+        self._done.set()
+        if wait:
+            self.join()
+
+    def join(self):
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+
+
+class _NoSigtermWarning(logging.Filter):
+    """Drops ``ray.init``'s warning that off the main thread it sets no SIGTERM handler: the
+    driver's Ray core worker installs its own, and a SIGTERM ends the driver the same way
+    whichever thread started Ray (checked by hand against ``ray.init`` on the main thread)."""
+
+    def filter(self, record):
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def _cannot_start(err):
+    return f"cannot start Ray ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
+
+
+def warm_worker(plugins):
+    """Import what a chain needs (torch, the pipeline, the plugins) in a fresh worker process,
+    and take torch's first optimizer step, which imports ``torch._dynamo`` (about 1 s) on first use."""
+    import torch
+
+    from torchprune_flows.registry import load_plugins
+
+    from . import pipeline  # noqa: F401  (imported for its imports: torch, the networks, the solvers)
+
+    torch.set_num_threads(1)
+    load_plugins(plugins)
+    param = torch.nn.Parameter(torch.zeros(1))
+    param.grad = torch.zeros(1)
+    torch.optim.SGD([param], lr=0.0).step()
+    return os.getpid()
+
+
+def run_on_ray(experiment, run, workers, address=None, plugins=()):
+    """Run ``experiment``'s sweep as Ray tasks; returns the result rows (as ``run()`` does).
+
+    On a local instance with one base net, the driver trains that reference itself while Ray
+    starts (every other chain waits for it, so workers would idle meanwhile); the workers
+    import torch in the meantime, and the cascade chains start on them as soon as it is done.
+    """
+    ray = _ray()
+    exp = experiment.cfg["experiments"]
+    plugins = list(plugins)
     gpu = 1 if experiment.device.type == "cuda" else 0
     options = dict(num_cpus=1, num_gpus=gpu, max_retries=3, retry_exceptions=False)
     reference_task = ray.remote(reference_chain).options(**options)
     pruning_task = ray.remote(pruning_chain).options(**options)
+    chains = exp["numRepetitions"] * len(experiment.methods) if experiment.mode != "train" else 0
+    local, started_here = None, False
+    if not ray.is_initialized():
+        if address:
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except Exception as err:  # noqa: BLE001
+                raise ScaleOutError(_cannot_start(err)) from err
+            started_here = True
+        else:
+            warm_task = ray.remote(warm_worker).options(num_cpus=1, num_gpus=0)
+            warm_count = min(workers, chains) if exp["numNets"] == 1 else 0
+            local = LocalRay(ray, workers, lambda: [warm_task.remote(plugins) for _ in range(warm_count)])
     device = str(experiment.device)
-    exp = experiment.cfg["experiments"]
     pending, steps = {}, {}  # task -> number of its steps; task -> its step names
     folder = experiment.folder
+    per_net = 1 + chains * len(experiment.keep_ratios)
+    bar = tqdm(total=exp["numNets"] * per_net, desc="steps", unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
+        references = {}
+        if local is not None and exp["numNets"] == 1:
+            experiment._sweep_bar = bar
+            experiment.reference_step(0)  # in this process, while Ray starts
+            references[0] = folder.reference_step(0)
+            if gpu:
+                import torch
+
+                torch.cuda.empty_cache()  # the chains' workers get the GPU memory
+        if local is not None:
+            local.wait()
         for net_idx in range(exp["numNets"]):
-            reference = reference_task.remote(run, experiment.out_dir, device, list(plugins), net_idx)
-            pending[reference], steps[reference] = 1, [folder.reference_step(net_idx)]
+            reference = references.get(net_idx)
+            if reference is None:
+                reference = reference_task.remote(run, experiment.out_dir, device, plugins, net_idx)
+                pending[reference], steps[reference] = 1, [folder.reference_step(net_idx)]
             if experiment.mode == "train":
                 continue
             for rep in range(exp["numRepetitions"]):
                 for method in experiment.methods:
-                    chain = pruning_task.remote(run, experiment.out_dir, device, list(plugins), net_idx, rep, method,
+                    chain = pruning_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, method,
                                                 reference)
                     pending[chain] = len(experiment.keep_ratios)
                     steps[chain] = [folder.pruned_step(net_idx, rep, method, i)
                                     for i in range(len(experiment.keep_ratios))]
-        total = sum(pending.values())
-        with tqdm(total=total, desc="steps", unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
-                if done:
-                    ray.get(done[0])  # raises the chain's error, if any
-                    bar.update(pending.pop(done[0]))
-                running = [chain_status(folder, steps[task]) for task in pending]
-                bar.set_postfix_str(" | ".join(r for r in running if r)[:200])
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)  # returns as soon as one is done
+            if done:
+                ray.get(done[0])  # raises the chain's error, if any
+                bar.update(pending.pop(done[0]))
+            running = [chain_status(folder, steps[task]) for task in pending]
+            bar.set_postfix_str(" | ".join(r for r in running if r)[:200])
+    except BaseException:
+        _stop(ray, pending, local, started_here, wait=True)
+        raise
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        if started_here:
-            ray.shutdown()
-    return experiment.write_outputs()
+        bar.close()
+    _stop(ray, pending, local, started_here, wait=False)  # a local instance shuts down while we write
+    try:
+        return experiment.write_outputs()
+    finally:
+        if local is not None:
+            local.join()
 
 
-__all__ = ["INSTALL_HINT", "ScaleOutError", "pruning_chain", "reference_chain", "run_on_ray"]
+def _stop(ray, pending, local, started_here, wait):
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    if local is not None:
+        local.shut_down(wait=wait)
+    elif started_here:
+        ray.shutdown()
+
+
+__all__ = ["INSTALL_HINT", "LocalRay", "ScaleOutError", "pruning_chain", "reference_chain", "run_on_ray", "warm_worker"]

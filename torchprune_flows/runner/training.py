@@ -18,7 +18,7 @@ from torchprune_flows.pruning import export_state, import_state
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .distributed import (agree_on_failure, average_gradients, global_mean, is_writer, mean_over_ranks,
-                          rank_and_size, shard)
+                          rank_and_size, run_once, shard)
 
 
 class DidNotConverge(RuntimeError):
@@ -154,7 +154,7 @@ def train(net, loaders, tcfg, loss_fn, metrics, device, start_epoch, seed, check
         record["seconds"] = time.time() - started  # the epoch's training batches, without validation
         record["epoch"] = epoch
         if epoch >= early_stop and loaders.get("val") is not None:
-            val = evaluate(net, loaders["val"], loss_fn, metrics, device, seed)
+            val = run_once(evaluate, net, loaders["val"], loss_fn, metrics, device, seed)  # rank 0's, broadcast
             record["val_loss"], record["val_metric"] = val["loss"], val["metric"]
             if val["metric"] > summary["best_metric"]:
                 summary.update(best_epoch=epoch, best_metric=val["metric"], best_state=export_state(net))
