@@ -31,9 +31,14 @@ class ConcatSquashLinear(nn.Module):
         """Modules whose output rows belong to ``main``'s units (removed with them)."""
         return [self.gate, self.shift]
 
+    def time_modulation(self, t, like):
+        """``(sigmoid(gate(t)), shift(t))``, each a (1, out) row, in the dtype/device of ``like``."""
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(1, 1)
+        return torch.sigmoid(self.gate(t)), self.shift(t)
+
     def forward(self, t, x):
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(1, 1)
-        return self.main(x) * torch.sigmoid(self.gate(t)) + self.shift(t)
+        gate, shift = self.time_modulation(t, x)
+        return self.main(x) * gate + shift
 
 
 class ConcatSquashField(TimeLayerStack):
@@ -56,11 +61,10 @@ class ConcatSquashField(TimeLayerStack):
         activations = [activation_of(m) for m in self.activations]
         if any(a is None for a in activations) or any(type(layer) is not ConcatSquashLinear for layer in self.layers):
             return None
-        t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(1, 1)
         layers = []
         for layer in self.layers:
             main = plain_linear_tensors(layer.main)
             if main is None:
                 return None
-            layers.append(AffineLayer(*main, torch.sigmoid(layer.gate(t)), layer.shift(t)))
+            layers.append(AffineLayer(*main, *layer.time_modulation(t, like)))
         return layers, activations
