@@ -79,21 +79,22 @@ class AugmentedDynamics(nn.Module):
     def unpack(self, state):
         return state[:, :-1].reshape(state.shape[0], *self.state_shape), state[:, -1]
 
-    def _affine_stack(self, time, z, create_graph):
+    def _affine_stack(self, time, state, create_graph):
         """The field as an affine stack when the one-pass Hutchinson path applies, else None."""
         as_stack = getattr(self.vector_field, "as_affine_stack", None)
-        if (as_stack is None or self.divergence != "hutchinson" or z.dim() != 2
+        if (as_stack is None or self.divergence != "hutchinson" or len(self.state_shape) != 1
                 or (create_graph and self.twice_differentiable)):
             return None
-        return as_stack(time, z)
+        return as_stack(time, state)
 
     def _field_and_divergence(self, time, state, probe, create_graph):
         """``f(time, z)`` and ``div f`` at the packed ``state`` (real time, not scaled by T)."""
+        # each path unpacks in its own grad mode: a view of a tensor that requires grad, taken
+        # under no_grad, still claims to require grad but has no graph
         with torch.set_grad_enabled(create_graph):
-            z, _ = self.unpack(state)
-            stack = self._affine_stack(time, z, create_graph)
+            stack = self._affine_stack(time, state, create_graph)
             if stack is not None:
-                return field_and_hutchinson(*stack, z, probe)
+                return field_and_hutchinson(*stack, self.unpack(state)[0], probe)
         with torch.enable_grad():
             z, _ = self.unpack(state)
             if not z.requires_grad:
