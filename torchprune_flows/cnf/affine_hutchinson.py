@@ -148,7 +148,7 @@ def field_and_hutchinson(layers, activations, z, probe):
     if not torch.is_grad_enabled():
         return _forward(z, probe, activations, layers, keep=False)[:2]
     flat = [tensor for layer in layers for tensor in layer]
-    return _AffineStackWithProbe.apply(z, probe, tuple(activations), len(layers), *flat)
+    return _AffineStackWithProbe.apply(z, probe, tuple(activations), *flat)
 
 
 FIRST_ORDER_ONLY = ("the one-pass Hutchinson evaluation (torchprune_flows.cnf.affine_hutchinson) is differentiable "
@@ -166,20 +166,20 @@ class _AffineStackWithProbe(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, probe, activations, num_layers, *flat):
-        layers = [AffineLayer(*flat[4 * i:4 * i + 4]) for i in range(num_layers)]
-        f, div, saved = _forward(z, probe, activations, layers, keep=True)
-        ctx.save_for_backward(*saved)
-        ctx.activations, ctx.layers = activations, layers
+    def forward(ctx, z, probe, activations, *flat):
+        f, div, saved = _forward(z, probe, activations, _layers(flat), keep=True)
+        ctx.save_for_backward(*saved, *flat)  # the layers' tensors too: torch checks them for in-place changes
+        ctx.activations, ctx.num_saved = activations, len(saved)
         return f, div
 
     @staticmethod
     def backward(ctx, grad_f, grad_div):
         if torch.is_grad_enabled():  # create_graph=True: refuse rather than miss second-order terms
             raise RuntimeError(FIRST_ORDER_ONLY)
-        layers, activations = ctx.layers, ctx.activations
+        activations = ctx.activations
+        z, probe, *rest = ctx.saved_tensors[:ctx.num_saved]
+        layers = _layers(ctx.saved_tensors[ctx.num_saved:])
         num_layers = len(layers)
-        z, probe, *rest = ctx.saved_tensors
         hidden = [rest[5 * i:5 * i + 5] for i in range(num_layers - 1)]  # (a, h, slope, r, v) per hidden layer
         folded_weights = rest[5 * (num_layers - 1):]
         needs = ctx.needs_input_grad
@@ -190,7 +190,7 @@ class _AffineStackWithProbe(torch.autograd.Function):
         for i in reversed(range(num_layers)):
             layer, weight = layers[i], folded_weights[i]
             h_in, v_in = (z, probe) if i == 0 else (hidden[i - 1][1], hidden[i - 1][4])
-            _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs[4 + 4 * i:8 + 4 * i], grads, 4 * i)
+            _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs[3 + 4 * i:7 + 4 * i], grads, 4 * i)
             if i == 0:
                 if needs[0]:
                     grad_z = a_bar @ weight
@@ -201,7 +201,12 @@ class _AffineStackWithProbe(torch.autograd.Function):
             bend = activations[i - 1].curvature(a, h, slope).mul_(r).mul_(v_bar)
             a_bar = h_bar.mul_(slope).add_(bend)
             r_bar = v_bar.mul_(slope)
-        return (grad_z, None, None, None, *grads)
+        return (grad_z, None, None, *grads)
+
+
+def _layers(flat):
+    """The :class:`AffineLayer` list of the flat ``(weight, bias, gate, shift, ...)`` sequence."""
+    return [AffineLayer(*flat[i:i + 4]) for i in range(0, len(flat), 4)]
 
 
 def _forward(z, probe, activations, layers, keep):
