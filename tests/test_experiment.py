@@ -591,15 +591,22 @@ def test_runs_are_deterministic(cascade_run, tiny):
 # 7 ------------------------------------------------------------------------------------------------
 
 
-def test_non_convergence_is_recorded(tiny, monkeypatch, clean_modules):
-    module, name = write_plugin(tiny.root, clean_modules, flow_class="FragileFlow")
+def _run_plugin_flow(tiny, monkeypatch, clean_modules, flow_class, keeps, methods=None):
+    """Run the tiny sweep (one epoch per step) on the plugin flow ``flow_class``; returns its folder."""
+    module, name = write_plugin(tiny.root, clean_modules, flow_class=flow_class)
     monkeypatch.syspath_prepend(tiny.root)
     tiny.cfg["network"]["name"] = name
     tiny.cfg["plugins"] = [module]
     tiny.cfg["training"]["numEpochs"] = 1
-    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.8, 0.3, 0.2]}]
+    if methods is not None:
+        tiny.cfg["experiments"]["methods"] = methods
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": keeps}]
     assert tiny.run() == 0
-    out = tiny.path("out")
+    return tiny.path("out")
+
+
+def test_non_convergence_is_recorded(tiny, monkeypatch, clean_modules):
+    out = _run_plugin_flow(tiny, monkeypatch, clean_modules, "FragileFlow", [0.8, 0.3, 0.2])
     _, rows = read_rows(out)
     keyed = by_key(rows)
     assert len(rows) == 1 + 2 * 3
@@ -624,15 +631,7 @@ def test_non_convergence_is_recorded(tiny, monkeypatch, clean_modules):
 
 def test_divergence_in_the_backward_pass_is_a_result(tiny, monkeypatch, clean_modules):
     """A failed adjoint solve raises inside loss.backward(): recorded, not a crash, sweep goes on."""
-    module, name = write_plugin(tiny.root, clean_modules, flow_class="BackwardFragileFlow")
-    monkeypatch.syspath_prepend(tiny.root)
-    tiny.cfg["network"]["name"] = name
-    tiny.cfg["plugins"] = [module]
-    tiny.cfg["training"]["numEpochs"] = 1
-    tiny.cfg["experiments"]["methods"] = ["ThresNet"]
-    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.8, 0.3]}]
-    assert tiny.run() == 0
-    out = tiny.path("out")
+    out = _run_plugin_flow(tiny, monkeypatch, clean_modules, "BackwardFragileFlow", [0.8, 0.3], methods=["ThresNet"])
     keyed = by_key(read_rows(out)[1])
     assert is_true(keyed[(0, 0, REFERENCE, 1.0)]["converged"])
     assert is_true(keyed[(0, 0, "ThresNet", 0.8)]["converged"])
