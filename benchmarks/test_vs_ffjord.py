@@ -279,11 +279,19 @@ def _tabular_batch(shape, dim, batch, miniboone_batch):
 @pytest.mark.parametrize("gradient", list(GRADIENTS))
 @pytest.mark.parametrize("shape", list(TABULAR))
 def test_tabular_vs_ffjord(benchmark, ffjord, miniboone_batch, shape, gradient):
+    tabular_side_by_side(benchmark, ffjord, miniboone_batch, shape, GRADIENTS[gradient])
+
+
+def tabular_side_by_side(benchmark, ffjord, miniboone_batch, shape, options, generic=False):
+    """Ours (``options`` for every block; ``generic``: every evaluation on the generic autograd
+    path) against FFJORD's net of the same tabular ``shape`` with our weights copied into it."""
     benchmark.group = f"vs FFJORD: {shape}"
     network, dim, batch, rounds = TABULAR[shape]
     nhidden, multiplier, blocks, activation = _parse_tabular(network)
     torch.manual_seed(0)
-    ours = tf.build_network(network, num_classes=dim, **GRADIENTS[gradient])
+    ours = tf.build_network(network, num_classes=dim, **options)
+    for block in ours.chain:
+        block.odefunc.twice_differentiable = generic
     theirs = ffjord_chain(ffjord, blocks, [multiplier * dim] * nhidden, dim, "concatsquash", activation,
                           atol=1e-8, rtol=1e-6, train_T=True)
     copy_weights(ours, theirs)
@@ -303,19 +311,9 @@ MINIBOONE_MODES = {
 
 @pytest.mark.parametrize("mode", list(MINIBOONE_MODES))
 def test_miniboone_modes_vs_ffjord(benchmark, ffjord, miniboone_batch, mode):
-    benchmark.group = "vs FFJORD: miniboone"
-    network, dim, batch, rounds = TABULAR["miniboone"]
-    nhidden, multiplier, blocks, activation = _parse_tabular(network)
     options, generic = MINIBOONE_MODES[mode]
-    torch.manual_seed(0)
-    ours = tf.build_network(network, num_classes=dim, **options)
-    for block in ours.chain:
-        block.odefunc.twice_differentiable = generic
-    theirs = ffjord_chain(ffjord, blocks, [multiplier * dim] * nhidden, dim, "concatsquash", activation,
-                          atol=1e-8, rtol=1e-6, train_T=True)
-    copy_weights(ours, theirs)
     benchmark.extra_info["mode"] = mode
-    side_by_side(benchmark, ours, theirs, miniboone_batch[:batch], rounds, shape="miniboone", network=network, dim=dim)
+    tabular_side_by_side(benchmark, ffjord, miniboone_batch, "miniboone", options, generic=generic)
 
 
 def _parse_tabular(network):
