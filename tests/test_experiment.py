@@ -201,6 +201,16 @@ def write_plugin(root, clean_modules, flow_class="TinyPluginFlow"):
     return module, name
 
 
+def use_plugin_flow(tiny, monkeypatch, clean_modules, flow_class="TinyPluginFlow"):
+    """Write a plugin registering ``flow_class``, make it importable and the tiny config's network,
+    trained one epoch per step; returns (module, name). The plugin is not loaded yet."""
+    module, name = write_plugin(tiny.root, clean_modules, flow_class=flow_class)
+    monkeypatch.syspath_prepend(tiny.root)
+    tiny.cfg["network"]["name"] = name
+    tiny.cfg["training"]["numEpochs"] = 1
+    return module, name
+
+
 # ------------------------------------------------------------------------------------------------
 # one shared cascade run, the conftest fixture cascade_run (tests 1, 2, 5, 6 read it)
 # ------------------------------------------------------------------------------------------------
@@ -379,10 +389,7 @@ def _check_plugin_rows(out, name, methods):
 
 
 def test_plugin_from_config(tiny, monkeypatch, clean_modules, capsys):
-    module, name = write_plugin(tiny.root, clean_modules)
-    monkeypatch.syspath_prepend(tiny.root)
-    tiny.cfg["network"]["name"] = name
-    tiny.cfg["training"]["numEpochs"] = 1
+    module, name = use_plugin_flow(tiny, monkeypatch, clean_modules)
 
     # without the plugin the name is unknown, and nothing is written
     assert tiny.run(out="no_plugin") == 2
@@ -403,10 +410,7 @@ def test_plugin_from_config(tiny, monkeypatch, clean_modules, capsys):
 
 
 def test_plugin_flag(tiny, monkeypatch, clean_modules):
-    module, name = write_plugin(tiny.root, clean_modules)
-    monkeypatch.syspath_prepend(tiny.root)
-    tiny.cfg["network"]["name"] = name
-    tiny.cfg["training"]["numEpochs"] = 1
+    module, name = use_plugin_flow(tiny, monkeypatch, clean_modules)
     tiny.cfg["experiments"]["methods"] = ["ThresNet"]
     assert tiny.run("--plugin", module) == 0
     _check_plugin_rows(tiny.path("out"), name, ["ThresNet"])
@@ -593,11 +597,8 @@ def test_runs_are_deterministic(cascade_run, tiny):
 
 def _run_plugin_flow(tiny, monkeypatch, clean_modules, flow_class, keeps, methods=None):
     """Run the tiny sweep (one epoch per step) on the plugin flow ``flow_class``; returns its folder."""
-    module, name = write_plugin(tiny.root, clean_modules, flow_class=flow_class)
-    monkeypatch.syspath_prepend(tiny.root)
-    tiny.cfg["network"]["name"] = name
+    module, _ = use_plugin_flow(tiny, monkeypatch, clean_modules, flow_class)
     tiny.cfg["plugins"] = [module]
-    tiny.cfg["training"]["numEpochs"] = 1
     if methods is not None:
         tiny.cfg["experiments"]["methods"] = methods
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": keeps}]

@@ -85,14 +85,11 @@ def test_truncated_checkpoint_is_named(finished, capsys):
 
 @pytest.mark.filterwarnings("ignore:.*registered again")  # the plugin module is imported afresh
 def test_plugins_travel_with_the_run(tiny, capsys, monkeypatch, clean_modules):
-    from test_experiment import write_plugin
+    from test_experiment import use_plugin_flow
 
     from torchprune_flows.runner.analyze.sample import main as sample
 
-    module, name = write_plugin(tiny.root, clean_modules)
-    monkeypatch.syspath_prepend(tiny.root)
-    tiny.cfg["network"]["name"] = name
-    tiny.cfg["training"]["numEpochs"] = 1
+    module, name = use_plugin_flow(tiny, monkeypatch, clean_modules)
     tiny.cfg["experiments"]["methods"] = ["ThresNet"]
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
     assert tiny.run("--plugin", module) == 0
