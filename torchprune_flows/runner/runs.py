@@ -33,6 +33,12 @@ class RunError(ValueError):
     """A folder or a selection that does not exist; printed as one line."""
 
 
+def result_subfolders(parent):
+    """The names (sorted) of the sub-folders of ``parent`` that hold a results.csv."""
+    return sorted(name for name in os.listdir(parent)
+                  if os.path.isfile(RunFolder(os.path.join(parent, name)).results_path))
+
+
 class RunFolder:
     """The files of one run folder at ``run_dir``; :meth:`open` reads a finished (or partial) one."""
 

@@ -41,7 +41,7 @@ from ..checkpoints import save_text
 from ..render import save_figure
 from ..results import (REFERENCE, finite_mean, format_param_count, format_percent, is_converged, is_finite,
                        markdown_table, ratio_key, read_results_csv)
-from ..runs import RunError, RunFolder
+from ..runs import RunError, RunFolder, result_subfolders
 
 HELP = "NFE-F, NFE-B and time per batch against prune ratio, from runs and/or pytest-benchmark JSON"
 
@@ -80,8 +80,7 @@ def _expand_run_dir(run_dir):
         raise RunError(f"{run_dir} is not a folder; pass an experiment output folder (its --out)")
     if os.path.exists(os.path.join(run_dir, "results.csv")):
         return [(os.path.basename(os.path.normpath(run_dir)), run_dir)]
-    children = sorted(name for name in os.listdir(run_dir)
-                      if os.path.exists(os.path.join(run_dir, name, "results.csv")))
+    children = result_subfolders(run_dir)
     if not children:
         raise RunError(f"{run_dir} has no results.csv (nor sub-folders with one); "
                        "pass the --out folder of a finished run")

@@ -17,7 +17,7 @@ from ..checkpoints import save_text
 from ..render import save_figure
 from ..results import (REFERENCE, format_mean_std, format_param_count, markdown_table,
                        read_results_csv, summarize, table_csv)
-from ..runs import RunError
+from ..runs import RunError, result_subfolders
 from .common import method_label, percent
 
 HELP = "summarise a customization sweep: test loss against prune ratio per variant and method"
@@ -38,8 +38,7 @@ def find_variants(sweep_dir):
     """
     if not os.path.isdir(sweep_dir):
         raise RunError(f"{sweep_dir} is not a folder; pass the --out folder of a config with customizations")
-    folders = sorted(name for name in os.listdir(sweep_dir)
-                     if os.path.isfile(os.path.join(sweep_dir, name, "results.csv")))
+    folders = result_subfolders(sweep_dir)
     if not folders:
         raise RunError(f"no subfolder of {sweep_dir} holds a results.csv; pass the --out folder of a config "
                        "with customizations after at least one of its runs finished a step")
