@@ -154,9 +154,11 @@ def _assert_our_class_with_the_ratios(stats, tmp_path, network, build_kwargs, ke
     assert methods == ["ReferenceNet", "ThresNet", "FilterThresNet"]
     sizes = stats["sizes"][0, :, 0, :]  # (keep ratio, method)
     for i, target in enumerate(keep):
-        # WT: torchprune aims for 0.5 % (relative) but its root search may stop earlier, on the
-        # 5e-3 step size of the ratio it searches (seen: 0.3525 for 0.35, 0.7 %)
-        assert abs(sizes[i, 1] - target) <= 0.01 * target
+        # WT: torchprune aims for 0.5 % (relative), but its brentq root search over the nominal
+        # ratio stops at xtol=5e-3, rtol=5e-3, i.e. within 5e-3 + 5e-3 * ratio of the root, and the
+        # kept fraction moves at most one-for-one with the nominal ratio (seen: 0.3525 and 0.3459
+        # for 0.35, 0.7 % and 1.2 %)
+        assert abs(sizes[i, 1] - target) <= 5e-3 + 5e-3 * target
         assert abs(sizes[i, 2] - target) <= ft_tolerance * target  # FT: uniform fractions are coarser
     assert np.isfinite(stats["loss"]).all()
     ours = tf.build_network(network, **build_kwargs)
