@@ -137,3 +137,48 @@ def test_bad_ratios_and_methods_are_explained():
     with pytest.raises(PruningError, match="did you mean ThresNet"):
         canonical_method("ThresNett")
     assert canonical_method("FT") == "FilterThresNet"
+
+
+def _flow_without_chains(hidden=16):
+    """A PrunableMixin flow whose vector field (two Linear layers) declares no structured chains."""
+    from torch import nn
+
+    from torchprune_flows.cnf import CNF, FlowNetwork
+    from torchprune_flows.pruning import PrunableMixin
+
+    class Field(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(2, hidden), nn.Linear(hidden, 2)
+
+        def forward(self, t, z):
+            return self.fc2(torch.tanh(self.fc1(z)))
+
+    class Flow(PrunableMixin, FlowNetwork):
+        def __init__(self):
+            super().__init__([CNF(Field(), divergence="exact")], (2,))
+
+    torch.manual_seed(0)
+    return Flow()
+
+
+def test_a_flow_declaring_no_chains_prunes_all_its_plain_layers_as_one_chain():
+    net = _flow_without_chains()
+    field = net.chain[0].vector_field
+    assert _linears(net) == [field.fc1, field.fc2]
+    assert net.is_compressible(field.fc1) and net.is_compressible(field.fc2)
+    original = count_parameters(net)
+    achieved = prune(net, "WT", 0.5, original)
+    assert achieved == _nonzero_entries(net) / original and abs(achieved - 0.5) <= 0.05
+    net = _flow_without_chains()
+    prune(net, "FT", 0.5, original)
+    rows = (field := net.chain[0].vector_field).fc1.weight.abs().sum(1)
+    assert 0 < int((rows == 0).sum()) < 16  # hidden units removed
+    assert (field.fc2.weight.abs().sum(1) != 0).all()  # the flow's outputs kept
+
+
+def test_a_flow_without_prunable_layers_is_explained():
+    net = _flow_without_chains()
+    net.is_compressible = lambda module: False
+    with pytest.raises(PruningError, match="has no prunable layers"):
+        prune(net, "WT", 0.5, count_parameters(net))

@@ -114,6 +114,9 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
     _check_ratio(keep_ratio)
     refresh_pruned_tensors(net)
     layers = prunable_layers(net)
+    if not layers:
+        raise PruningError(f"{type(net).__name__} has no prunable layers: give it plain nn.Linear / nn.Conv2d "
+                           "layers, or name them in its vector fields' structured_chains()")
     chains = structured_chains(net)
     companions = unit_companions(net)
     counted = layers + [module for layer in layers for module in companions.get(id(layer), [])]

@@ -60,6 +60,8 @@ class PrunableMixin:
 
     def is_compressible(self, module):
         chains = self.structured_chains()
+        if not chains:  # no field declares chains: every plain layer, one chain (see structured_chains())
+            return is_prunable_type(module)
         last_layers = [chain[-1][0] for chain in chains[:-1]]
         return (any(module is layer for chain in chains for layer, _ in chain)
                 and not any(module is layer for layer in last_layers))
