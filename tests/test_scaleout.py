@@ -122,3 +122,113 @@ def test_chain_status_reads_the_running_step_from_its_log(tmp_path):
     with open(folder.log(steps[0]), "w") as handle:
         handle.write(json.dumps({"epoch": 2, "train_loss": 1.23456, "nfe_forward": 20.0, "nfe_backward": 14.0}) + "\n")
     assert chain_status(folder, steps) == f"{steps[0]} ep 3 loss 1.235 nfe 20/14"
+
+
+SLOW_PLUGIN = '''
+import os
+import time
+
+import torch
+from torch import nn
+
+import torchprune_flows as tf
+from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec
+from torchprune_flows.pruning import PrunableMixin
+
+
+class Field(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, t, z):
+        return self.fc2(torch.tanh(self.fc1(z)))
+
+
+class SlowWhenPrunedFlow(PrunableMixin, FlowNetwork):
+    """With SLOW_PRUNED set: every training batch of a pruned net takes 0.3 s more, so that a
+    chain is still running when the test interrupts the sweep."""
+
+    def __init__(self, dim, hidden):
+        solver = SolverSpec(method="dopri5", adjoint=True, atol=1e-4, rtol=1e-4)
+        super().__init__([CNF(Field(dim, hidden), divergence="exact", solver=solver)], (dim,))
+
+    def forward(self, x):
+        pruned = bool((self.chain[0].vector_field.fc1.weight == 0).any())
+        if os.environ.get("SLOW_PRUNED") and self.training and pruned:
+            time.sleep(0.3)
+        return super().forward(x)
+
+
+@tf.register_network("slow_when_pruned_flow")
+def make(num_classes=2, num_in_channels=None, **kwargs):
+    return SlowWhenPrunedFlow(num_classes, 8)
+'''
+
+
+def _processes_mentioning(text):
+    """PIDs of live processes whose command line contains ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_stops_the_ray_sweep_and_a_rerun_resumes(tiny, tmp_path):
+    """Ctrl-C (SIGINT to the terminal's whole process group) while a chain runs on a Ray worker:
+    the driver exits 130, no Ray process outlives it, and the rerun keeps every finished step."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    with open(tiny.path("slow_plugin.py"), "w") as handle:
+        handle.write(SLOW_PLUGIN)
+    tiny.cfg["plugins"] = ["slow_plugin"]
+    tiny.cfg["network"]["name"] = "slow_when_pruned_flow"
+    tiny.cfg["experiments"]["methods"] = ["ThresNet"]
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.6, 0.4, 0.3]}]
+    tiny.cfg["training"]["numEpochs"] = 2
+    config = tiny.write()
+    ray_dir = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: Ray's socket paths live under it
+    env = tiny.subprocess_env()
+    env.update(PYTHONPATH=os.pathsep.join([tiny.root, env["PYTHONPATH"]]), RAY_TMPDIR=ray_dir, SLOW_PRUNED="1")
+    command = [sys.executable, "-m", "experiment", config, "--out", tiny.path("out"), "--workers", "2"]
+    steps = tiny.path("out", "steps")
+    child = subprocess.Popen(command, env=env, cwd=tiny.root, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and child.poll() is None:
+            if os.path.isdir(steps) and any("ThresNet" in name for name in os.listdir(steps)):
+                break  # the chain has finished its first step and is in its second
+            time.sleep(0.05)
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        finished = {name: open(os.path.join(steps, name), "rb").read() for name in os.listdir(steps)}
+        assert len(finished) == 2  # the reference and the first keep ratio
+        os.killpg(child.pid, signal.SIGINT)
+        assert child.wait(timeout=120) == 130
+        err = child.stderr.read().decode()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+    deadline = time.time() + 20  # the driver waited for Ray's shutdown; give stragglers a moment
+    while _processes_mentioning(ray_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(ray_dir) == []
+    assert len(os.listdir(steps)) == 2  # the interrupted step left no record
+
+    env.pop("SLOW_PRUNED")
+    rerun = subprocess.run(command, env=env, cwd=tiny.root, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for name, content in finished.items():
+        assert open(os.path.join(steps, name), "rb").read() == content  # kept, not redone
+    assert len(os.listdir(steps)) == 4
+    assert len(_rows(tiny.path("out", "results.csv"))) == 4
