@@ -19,6 +19,9 @@ from torchprune_flows.cnf import cnf_blocks
 from torchprune_flows.objectives import bits_per_dim
 
 FFJORD_LIB = os.path.join(SHARED_VENDOR, "ffjord", "lib")
+#: FFJORD's lib builds tensors from tensors (``torch.tensor(t)``, ``torch.tensor([0.0, T])``), which torch warns about
+pytestmark = [pytest.mark.filterwarnings("ignore:To copy construct from a tensor:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")]
 HIDDEN, BATCH, STEP = (8, 8, 8), 2, 0.25
 
 
