@@ -16,17 +16,21 @@ draw their probe as the first random numbers of each block's solve). pytest-benc
 ``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
 ``seconds``, ``ffjord_seconds``                      every round's time, both sides
 ``time_ratio``                                       median ours / median FFJORD
-``loss``, ``ffjord_loss``                            the batch's NLL on each side
+``loss``, ``ffjord_loss``                            the batch's NLL on each side (MNIST: bits/dim,
+                                                     FFJORD ``train_cnf.py``'s loss)
 ``grad_rel_diff``                                    ||g_ours - g_ffjord|| / ||g_ffjord|| over the
                                                      weights both nets share (all but ours' dL/dT:
-                                                     FFJORD's lib detaches T, so never trains it)
+                                                     FFJORD's lib detaches T, so never trains it;
+                                                     MNIST: in FFJORD's concat-conv layout)
 
 and, measured once per shape in float64 on the first ``ACCURACY_BATCH`` rows of the batch
 against ours backpropagated through dopri5 at atol = rtol = 1e-10 (the same probes), the
 relative gradient error of each side at the shape's tolerances over the shared weights:
 ``accuracy_batch``, ``grad_err_seminorm``, ``grad_err_adjoint``, ``grad_err_backprop`` (ours), ``ffjord_grad_err``,
-``end_time_grad_err`` (ours' dL/dT, seminorm; tabular only) and ``seminorm_vs_adjoint`` (the
-relative difference between ours' two adjoints' gradients).
+``end_time_grad_err`` (ours' dL/dT, seminorm; where T is trained) and ``seminorm_vs_adjoint`` (the
+relative difference between ours' two adjoints' gradients). MNIST: on the first image
+(``MNIST_ACCURACY_BATCH``) against ours' plain adjoint at atol = rtol = 1e-10, since backprop
+through dopri5 at 1e-10 would hold every evaluation's conv activations; no ``grad_err_backprop``.
 
 Shapes: the toy flow ``ffjord_l2_h128_sigmoid`` (ToyGaussians, briefly trained as in
 ``test_toy_cost.py``; FFJORD's ODEnet with ``ignore`` layers, i.e. autonomous Linear layers, and
@@ -34,15 +38,19 @@ its activations swapped for Sigmoid after construction since its table has no si
 paper's MINIBOONE net ``ffjord_l2_hm20_f1_softplus`` (1,000 real rows when
 ``../shared/data/miniboone`` has them) and the other tabular nets of the paper at a reduced batch
 of Gaussian rows (fresh weights, seed 0). Tolerances are the paper's (toy 1e-5; tabular atol 1e-8,
-rtol 1e-6). The multiscale image flow is not compared (FFJORD's ODENVP lays its parameters out
-differently). Skipped when ``../shared/vendor/ffjord/lib`` is absent.
+rtol 1e-6). MNIST: the paper's multiscale ``ffjord_multiscale_mnist`` (800,646 parameters, 10 CNFs
+over 3 scales, dopri5 at atol = rtol = 1e-5) against FFJORD's own ``ODENVP`` built with
+``train_cnf.py``'s MNIST settings, fresh weights (seed 0), the first 8 dequantised MNIST test images
+(uniform noise images without ``../shared/data/mnist``), one round per gradient mode, loss in
+bits/dim; the weight mapping (FFJORD's concat convs read t as their first input channel, ours keep
+it in a separate ``time`` conv) and the conventions checked to agree are in
+``ffjord_multiscale.py``, tested in ``tests/test_vs_ffjord_multiscale.py``. Skipped when
+``../shared/vendor/ffjord/lib`` is absent.
 """
 import copy
 import math
 import os
-import shutil
 import statistics
-import sys
 import time
 import warnings
 
@@ -51,11 +59,14 @@ import torch
 from torch import nn
 
 import torchprune_flows as tf
-from torchprune_flows.cnf import nfe_counts
+from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.data.toy import ToyGaussians
+from torchprune_flows.objectives import bits_per_dim
 from torchprune_flows.pruning import count_nonzero, export_state, import_state
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, mnist_images
+from ffjord_multiscale import (PAPER_MNIST, copy_multiscale_weights, ffjord_bits_per_dim, ffjord_lib, ffjord_nfe,
+                               ffjord_odenvp, multiscale_grads)
 
 FFJORD_LIB = os.path.join(os.path.dirname(SHARED_DATA), "vendor", "ffjord", "lib")
 
@@ -78,28 +89,19 @@ ACCURACY_BATCH = 128
 _ACCURACY = {}  # shape -> accuracy fields, measured by the first case of the shape
 
 
-def _drop_lib_modules():
-    for name in [n for n in sys.modules if n == "lib" or n.startswith("lib.")]:
-        del sys.modules[name]
+@pytest.fixture(scope="module")
+def ffjord_package(tmp_path_factory):
+    """FFJORD's ``lib`` (``lib.layers``, ``lib.odenvp``), imported from a temporary copy of the vendored folder."""
+    if not os.path.isdir(FFJORD_LIB):
+        pytest.skip(f"reference FFJORD lib not found at {FFJORD_LIB}")
+    with ffjord_lib(FFJORD_LIB, tmp_path_factory.mktemp("ffjord")) as lib:
+        yield lib
 
 
 @pytest.fixture(scope="module")
-def ffjord(tmp_path_factory):
-    """FFJORD's ``lib.layers``, imported from a temporary copy of the vendored folder."""
-    if not os.path.isdir(FFJORD_LIB):
-        pytest.skip(f"reference FFJORD lib not found at {FFJORD_LIB}")
-    root = tmp_path_factory.mktemp("ffjord")
-    shutil.copytree(FFJORD_LIB, root / "lib")
-    _drop_lib_modules()
-    sys.path.insert(0, str(root))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import lib.layers as layers
-        yield layers
-    finally:
-        sys.path.remove(str(root))
-        _drop_lib_modules()
+def ffjord(ffjord_package):
+    """FFJORD's ``lib.layers``."""
+    return ffjord_package.layers
 
 
 def ffjord_chain(layers, blocks, hidden_dims, dim, layer_type, activation, atol, rtol, train_T):
@@ -166,61 +168,100 @@ def _shared_grads(pairs, side):
     return torch.cat([pair[side].grad.flatten() for pair in pairs])
 
 
+def pair_grads(ours, theirs):
+    """(ours' gradient, FFJORD's gradient) over the weights both toy / tabular nets share."""
+    pairs = _pairs(ours, theirs)
+    return _shared_grads(pairs, 0), _shared_grads(pairs, 1)
+
+
+def ours_bpd_pass(net, x):
+    """Ours' bits/dim of the images ``x`` and its gradient; returns (loss, NFE-F, NFE-B)."""
+    net.zero_grad(set_to_none=True)
+    loss = bits_per_dim(net(x))
+    loss.backward()
+    counts = nfe_counts(net)
+    return loss.item(), counts["forward"], counts["backward"]
+
+
+def ffjord_bpd_pass(model, x):
+    """FFJORD's bits/dim of the images ``x`` (``train_cnf.py``'s loss) and its gradient."""
+    model.zero_grad(set_to_none=True)
+    loss = ffjord_bits_per_dim(model, x)
+    nfe_forward = ffjord_nfe(model)
+    loss.backward()
+    return loss.item(), nfe_forward, ffjord_nfe(model) - nfe_forward
+
+
+#: (ours' pass, FFJORD's pass, shared gradients) of a density model (nats) and of an image flow (bits/dim)
+NATS = (ours_pass, ffjord_pass, pair_grads)
+BITS = (ours_bpd_pass, ffjord_bpd_pass, multiscale_grads)
+
+
 def _relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def gradient_accuracy(ours, theirs, x):
-    """Float64 gradient errors of ours (seminorm and plain adjoint) and FFJORD's at their solver
-    tolerances against ours backpropagated through dopri5 at 1e-10, on the batch ``x``."""
+#: the reference gradient of ``gradient_accuracy``: ours backpropagated through dopri5 at 1e-10
+BACKPROP_REFERENCE = dict(adjoint=False, atol=1e-10, rtol=1e-10)
+
+
+def gradient_accuracy(ours, theirs, x, passes=NATS, reference=BACKPROP_REFERENCE, backprop=True):
+    """Float64 gradient errors of ours (seminorm and plain adjoint; ``backprop``: also backprop
+    through the solver) and FFJORD's at their solver tolerances against ours solved with the
+    ``reference`` options, on the batch ``x`` (the same probes: seed 0 before every pass)."""
+    ours_step, ffjord_step, shared_grads = passes
     ours, theirs, x = copy.deepcopy(ours).double(), copy.deepcopy(theirs).double(), x.double()
-    pairs = _pairs(ours, theirs)
-    end_times = [b.odefunc.sqrt_end_time for b in ours.chain if b.odefunc.sqrt_end_time.requires_grad]
-    grads = {}
-    for label, options in [("reference", dict(adjoint=False, atol=1e-10, rtol=1e-10)),
-                           ("seminorm", GRADIENTS["seminorm"]), ("adjoint", GRADIENTS["adjoint"]),
-                           ("backprop", dict(adjoint=False))]:
-        net = copy.deepcopy(ours)
-        for block in net.chain:
-            block.solver = block.solver.replace(**options)
-        torch.manual_seed(0)
-        ours_pass(net, x)
-        grads[label] = _shared_grads(_pairs(net, theirs), 0)
-        grads[label + "_T"] = [b.odefunc.sqrt_end_time.grad for b in net.chain] if end_times else []
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ffjord_pass(theirs, x)
-    info = dict(accuracy_batch=len(x), ffjord_grad_err=_relative(_shared_grads(pairs, 1), grads["reference"]),
+        ffjord_step(theirs, x)
+    end_times = [b.odefunc.sqrt_end_time for b in cnf_blocks(ours) if b.odefunc.sqrt_end_time.requires_grad]
+    modes = [("reference", reference), ("seminorm", GRADIENTS["seminorm"]), ("adjoint", GRADIENTS["adjoint"])]
+    modes += [("backprop", dict(adjoint=False))] if backprop else []
+    grads = {}
+    for label, options in modes:
+        net = copy.deepcopy(ours)
+        for block in cnf_blocks(net):
+            block.solver = block.solver.replace(**options)
+        torch.manual_seed(0)
+        ours_step(net, x)
+        grads[label], ffjord_grads = shared_grads(net, theirs)
+        grads[label + "_T"] = [b.odefunc.sqrt_end_time.grad for b in cnf_blocks(net)] if end_times else []
+    info = dict(accuracy_batch=len(x), ffjord_grad_err=_relative(ffjord_grads, grads["reference"]),
                 grad_err_seminorm=_relative(grads["seminorm"], grads["reference"]),
                 grad_err_adjoint=_relative(grads["adjoint"], grads["reference"]),
-                grad_err_backprop=_relative(grads["backprop"], grads["reference"]),
                 seminorm_vs_adjoint=_relative(grads["seminorm"], grads["adjoint"]))
+    if backprop:
+        info["grad_err_backprop"] = _relative(grads["backprop"], grads["reference"])
     if end_times:
         info["end_time_grad_err"] = _relative(torch.stack(grads["seminorm_T"]), torch.stack(grads["reference_T"]))
     return info
 
 
-def side_by_side(benchmark, ours, theirs, x, rounds, **info):
+def side_by_side(benchmark, ours, theirs, x, rounds, passes=NATS, accuracy=None, **info):
     """Interleave FFJORD's pass (in pedantic's untimed setup, timed here) and ours (timed by
-    pytest-benchmark) for ``rounds`` rounds; everything goes to ``extra_info``."""
+    pytest-benchmark) for ``rounds`` rounds; everything goes to ``extra_info``. ``passes``: the two
+    training passes and the shared gradients (:data:`NATS`, :data:`BITS`); ``accuracy(ours,
+    theirs, x)``: the shape's gradient-accuracy fields (default :func:`gradient_accuracy` on the
+    first ``ACCURACY_BATCH`` rows)."""
+    ours_step, ffjord_step, shared_grads = passes
     theirs.train()
     ref = {"seconds": []}
 
     def setup():
         torch.manual_seed(0)
         start = time.perf_counter()
-        ref["loss"], ref["nfe_forward"], ref["nfe_backward"] = ffjord_pass(theirs, x)
+        ref["loss"], ref["nfe_forward"], ref["nfe_backward"] = ffjord_step(theirs, x)
         ref["seconds"].append(time.perf_counter() - start)
         torch.manual_seed(0)  # the same probes for ours
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FFJORD's torch.tensor(t) copy-construct warning
-        loss, nfe_f, nfe_b = benchmark.pedantic(ours_pass, args=(ours, x), setup=setup, rounds=rounds,
+        loss, nfe_f, nfe_b = benchmark.pedantic(ours_step, args=(ours, x), setup=setup, rounds=rounds,
                                                 iterations=1, warmup_rounds=0)
-    pairs = _pairs(ours, theirs)
     seconds = list(benchmark.stats.stats.data)
-    spec = ours.chain[0].solver
+    block = cnf_blocks(ours)[0]
+    spec = block.solver
     benchmark.extra_info.update(info)
     benchmark.extra_info.update(  # the fields of conftest.py's cases, for experiment.analyze cost
         family="vs FFJORD", method="dense", keep_target=1.0, keep_ratio=1.0, params=count_nonzero(ours),
@@ -228,16 +269,18 @@ def side_by_side(benchmark, ours, theirs, x, rounds, **info):
     gradient = ("backprop" if not spec.adjoint else "seminorm" if spec.seminorm else "adjoint")
     benchmark.extra_info.update(
         batch=len(x), atol=spec.atol, rtol=spec.rtol, gradient=gradient,
-        evaluation="generic" if ours.chain[0].odefunc.twice_differentiable else "one-pass",
+        evaluation=("generic" if block.odefunc.twice_differentiable
+                    or not hasattr(block.vector_field, "as_affine_stack") else "one-pass"),
         nfe_forward=nfe_f, nfe_backward=nfe_b, loss=loss, seconds=seconds,
         ffjord_nfe_forward=ref["nfe_forward"], ffjord_nfe_backward=ref["nfe_backward"],
         ffjord_loss=ref["loss"], ffjord_seconds=ref["seconds"],
         time_ratio=statistics.median(seconds) / statistics.median(ref["seconds"]),
-        grad_rel_diff=_relative(_shared_grads(pairs, 0), _shared_grads(pairs, 1)),
+        grad_rel_diff=_relative(*shared_grads(ours, theirs)),
     )
     shape = info["shape"]
     if shape not in _ACCURACY:
-        _ACCURACY[shape] = gradient_accuracy(ours, theirs, x[:ACCURACY_BATCH])
+        _ACCURACY[shape] = (accuracy or (lambda a, b, rows: gradient_accuracy(a, b, rows[:ACCURACY_BATCH])))(
+            ours, theirs, x)
     benchmark.extra_info.update(_ACCURACY[shape])
     assert loss == pytest.approx(ref["loss"], rel=1e-4, abs=1e-4)  # the same model, batch and probes
 
@@ -320,3 +363,32 @@ def _parse_tabular(network):
     """(nhidden, hidden multiplier, blocks, activation) of ``ffjord_l{n}_hm{m}_f{b}_{act}``."""
     _, l_part, hm_part, f_part, activation = network.split("_")
     return int(l_part[1:]), int(hm_part[2:]), int(f_part[1:]), activation
+
+
+#: the paper's MNIST multiscale flow (FFJORD train_cnf.py's settings, ``ffjord_multiscale.PAPER_MNIST``)
+#: at a batch of 8 real test images, fresh weights (seed 0); one round per gradient mode (~12 s a
+#: pass and side on one thread)
+MNIST = dict(network="ffjord_multiscale_mnist", batch=8, rounds=1)
+#: its gradient accuracy: float64 on the first image against ours' plain adjoint at 1e-10 (backprop
+#: through dopri5 at 1e-10 would keep every evaluation's conv activations: gigabytes per image)
+MNIST_ACCURACY_BATCH = 1
+ADJOINT_REFERENCE = dict(adjoint=True, seminorm=False, atol=1e-10, rtol=1e-10)
+
+
+def _mnist_accuracy(ours, theirs, x):
+    return gradient_accuracy(ours, theirs, x[:MNIST_ACCURACY_BATCH], passes=BITS, reference=ADJOINT_REFERENCE,
+                             backprop=False)
+
+
+@pytest.mark.parametrize("gradient", list(GRADIENTS))
+def test_mnist_multiscale_vs_ffjord(benchmark, ffjord_package, gradient):
+    benchmark.group = "vs FFJORD: mnist"
+    paper = PAPER_MNIST
+    torch.manual_seed(0)
+    ours = tf.build_network(MNIST["network"], hidden=paper["hidden"], blocks=paper["blocks"], alpha=paper["alpha"],
+                            atol=paper["atol"], rtol=paper["rtol"], **GRADIENTS[gradient])
+    theirs = ffjord_odenvp(ffjord_package, paper["data_shape"], paper["hidden"], paper["blocks"], paper["alpha"],
+                           atol=paper["atol"], rtol=paper["rtol"])
+    copy_multiscale_weights(ours, theirs)
+    side_by_side(benchmark, ours, theirs, mnist_images(MNIST["batch"]), MNIST["rounds"], passes=BITS,
+                 accuracy=_mnist_accuracy, shape="mnist", network=MNIST["network"], dim=784)

@@ -92,3 +92,21 @@ def test_euler_returns_the_state_at_the_final_time(backend):
         errors.append((z1 - exact).abs().max().item())
     assert 1e-4 < errors[0] < 1.0 / 20  # an O(h) error against e^A z0 ...
     assert errors[0] / errors[1] == pytest.approx(2.0, rel=0.15)  # ... that halves with h
+
+
+@pytest.mark.parametrize("seminorm", [True, False])
+def test_fixed_step_adjoint_takes_the_forward_steps_backwards(seminorm):
+    """The backward solve of a fixed-step adjoint uses the step size too (under the default
+    seminorm it once took a single rk4 step over [0, 1]: 4 evaluations, a gradient 3.2e-3 off)."""
+    A, z0 = _linear_problem()
+    grads = {}
+    for adjoint in (True, False):
+        cnf = CNF(linear_field(A), divergence="none",
+                  solver=SolverSpec(method="rk4", step_size=0.05, adjoint=adjoint, seminorm=seminorm)).double()
+        z1, _ = cnf(z0)
+        z1.pow(2).sum().backward()
+        grads[adjoint] = cnf.vector_field.A.grad.clone()
+        if adjoint:
+            assert cnf.nfe_backward == 4 * 20
+    # the same steps both ways: the two discrete gradients differ at O(h^4) (1.3e-8 relative)
+    assert ((grads[True] - grads[False]).norm() / grads[False].norm()).item() < 1e-6

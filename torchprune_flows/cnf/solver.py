@@ -95,7 +95,10 @@ def _torchdiffeq(func, y0, t, spec, adjoint_params):
     options = {"step_size": spec.step_size} if spec.fixed_step else {"max_num_steps": spec.max_num_steps}
     kwargs = dict(rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options)
     if spec.adjoint:
-        adjoint_options = dict(norm="seminorm") if spec.seminorm else None
+        # the backward solve gets the forward's options (torchdiffeq copies them only when
+        # adjoint_options is None): without step_size a fixed-step adjoint takes one step over the
+        # whole interval; a seminorm only matters to adaptive steps
+        adjoint_options = dict(options, norm="seminorm") if spec.seminorm and not spec.fixed_step else dict(options)
         return torchdiffeq.odeint_adjoint(
             func, y0, t, adjoint_params=adjoint_params, adjoint_options=adjoint_options, **kwargs
         )[-1]
