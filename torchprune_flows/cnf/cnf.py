@@ -51,12 +51,12 @@ class CNF(nn.Module):
         params = tuple(self.odefunc.parameters())
         end_time = self.odefunc.end_time
         # Adjoint solves see s as a constant (AugmentedDynamics.forward says why); the plain
-        # torchdiffeq adjoint also T, whose gradient then comes from the boundary term
-        # (EndTimeBoundary). Under a seminorm (torchdyn's adjoint always uses one) and with fixed
-        # steps, no error norm sees dL/dT, which stays a free adjoint parameter. Backprop through
+        # adjoint (on either backend) also T, whose gradient then comes from the boundary term
+        # (EndTimeBoundary). Under a seminorm and with fixed steps, no error norm sees dL/dT,
+        # which stays a free adjoint parameter. Backprop through
         # the solver keeps both in the graph.
         spec = self.solver
-        plain_adjoint = spec.adjoint and spec.backend == "torchdiffeq" and not spec.seminorm and not spec.fixed_step
+        plain_adjoint = spec.adjoint and not spec.seminorm and not spec.fixed_step
         boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
         self.odefunc.constant_time = spec.adjoint
         self.odefunc.constant_end_time = boundary
