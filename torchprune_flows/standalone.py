@@ -101,8 +101,11 @@ class StandaloneFlow:
         solver = block["solver"]
         times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=z.dtype)
         state = torch.cat([z.reshape(shape[0], -1), delta_logp.reshape(-1, 1)], dim=1)
+        options = dict(solver["options"])
+        if "step_size" not in options:  # adaptive: step exactly onto the end time, as the package does
+            options["step_t"] = times[-1:]
         out = torchdiffeq.odeint(dynamics, state, times, method=solver["method"], atol=solver["atol"],
-                                 rtol=solver["rtol"], options=dict(solver["options"]))[-1]
+                                 rtol=solver["rtol"], options=options)[-1]
         return out[:, :-1].reshape(shape), out[:, -1]
 
     def _layer(self, layer, x, delta_logp, reverse, divergence, generator):
