@@ -184,3 +184,25 @@ def test_torchdyn_backend_runs_the_adjoint_it_is_asked_for():
     for grads in (seminorm, plain):
         assert _relative(grads, reference) < 1e-6
         assert _relative(grads, reference, end_times) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+def test_adjoint_tolerance_factor_loosens_only_the_backward_solve(backend):
+    """``adjoint_tol_factor`` scales the backward solve's tolerances: the forward pass (its NFE and
+    its loss) is untouched, the backward solve takes fewer steps, and the gradient stays within
+    the looser tolerance of backprop at tight tolerance."""
+    net = _time_dependent_flow(seed=3)
+    loss = _nll(_data(seed=4))
+    reference, _ = _gradients(net, loss, adjoint=False, **TIGHT)
+    options = dict(adjoint=True, backend=backend, atol=1e-8, rtol=1e-8)
+    same, nfe_same = _gradients(net, loss, adjoint_tol_factor=1.0, **options)
+    loose, nfe_loose = _gradients(net, loss, adjoint_tol_factor=100.0, **options)
+    assert nfe_loose["forward"] == nfe_same["forward"]
+    assert nfe_loose["backward"] < nfe_same["backward"]
+    assert _relative(same, reference) < 1e-7
+    assert 1e-9 < _relative(loose, reference) < 1e-5
+
+
+def test_adjoint_tolerance_factor_must_be_positive():
+    with pytest.raises(ValueError, match="adjoint_tol_factor"):
+        SolverSpec(adjoint_tol_factor=0)

@@ -23,6 +23,8 @@ class SolverSpec:
     at gradients that differ from the plain adjoint's by about the solver tolerance. Both
     backends honour it (on torchdyn through our own adjoint on its solver, :class:`_TorchdynAdjoint`:
     torchdyn 1.0.6's own adjoint hard-codes the seminorm);
+    ``adjoint_tol_factor`` scales atol and rtol for the adjoint's backward solve (the tabular
+    flows use 3: see ``networks/tabular.py``);
     ``step_size`` is the step of fixed-step methods (rk4, euler, ...), which always end at t = 1;
     ``max_num_steps`` turns a runaway adaptive solve into a :class:`SolverError`.
     """
@@ -33,6 +35,7 @@ class SolverSpec:
     rtol: float = 1e-5
     adjoint: bool = True
     seminorm: bool = True
+    adjoint_tol_factor: float = 1.0
     step_size: float = 0.05
     max_num_steps: int = 10000
 
@@ -40,7 +43,7 @@ class SolverSpec:
         for name in ("adjoint", "seminorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"solver option '{name}' must be true or false, got {getattr(self, name)!r}")
-        for name in ("atol", "rtol", "step_size"):
+        for name in ("atol", "rtol", "adjoint_tol_factor", "step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"solver option '{name}' must be a positive number, got {value!r}")
@@ -105,7 +108,8 @@ def _torchdiffeq(func, y0, t, spec, adjoint_params):
             # adjoint in its own reversed time (-t) without reversing adjoint_options, so give -t0
             adjoint_options["step_t"] = t[:1] if t[-1] > t[0] else -t[:1]
         return torchdiffeq.odeint_adjoint(
-            func, y0, t, adjoint_params=adjoint_params, adjoint_options=adjoint_options, **kwargs
+            func, y0, t, adjoint_params=adjoint_params, adjoint_options=adjoint_options,
+            adjoint_atol=spec.atol * spec.adjoint_tol_factor, adjoint_rtol=spec.rtol * spec.adjoint_tol_factor, **kwargs
         )[-1]
     return torchdiffeq.odeint(func, y0, t, **kwargs)[-1]
 
@@ -122,7 +126,9 @@ def _torchdyn_grid(t, spec, y0):
 def _torchdyn(func, y0, t, spec, adjoint_params):
     t, atol, rtol = _torchdyn_grid(t, spec, y0)
     if spec.adjoint:
-        return _TorchdynAdjoint.apply(func, spec.method, atol, rtol, spec.seminorm, t, y0, *adjoint_params)
+        factor = 1.0 if spec.fixed_step else spec.adjoint_tol_factor
+        return _TorchdynAdjoint.apply(func, spec.method, (atol, rtol), (atol * factor, rtol * factor), spec.seminorm,
+                                      t, y0, *adjoint_params)
     return _torchdyn_solve(func, y0, t, spec.method, atol, rtol)  # backprop through the solver
 
 
@@ -169,9 +175,9 @@ class _TorchdynAdjoint(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, func, method, atol, rtol, seminorm, t, y0, *params):
-        y1 = _torchdyn_solve(func, y0, t, method, atol, rtol)
-        ctx.func, ctx.method, ctx.atol, ctx.rtol, ctx.seminorm, ctx.params = func, method, atol, rtol, seminorm, params
+    def forward(ctx, func, method, tolerances, adjoint_tolerances, seminorm, t, y0, *params):
+        y1 = _torchdyn_solve(func, y0, t, method, *tolerances)
+        ctx.func, ctx.method, ctx.tolerances, ctx.seminorm, ctx.params = func, method, adjoint_tolerances, seminorm, params
         ctx.save_for_backward(t, y1)
         return y1
 
@@ -192,7 +198,7 @@ class _TorchdynAdjoint(torch.autograd.Function):
             return torch.cat(parts)
 
         state = torch.cat([y1.detach().reshape(-1), grad_y1.reshape(-1), y1.new_zeros(sum(sizes))])
-        final = _torchdyn_solve(adjoint_dynamics, state, t.flip(0), ctx.method, ctx.atol, ctx.rtol,
+        final = _torchdyn_solve(adjoint_dynamics, state, t.flip(0), ctx.method, *ctx.tolerances,
                                 seminorm=(ctx.seminorm, 2 * n))
         grad_params = [g.view_as(p) for g, p in zip(torch.split(final[2 * n:], sizes), params)]
         return (None, None, None, None, None, None, final[n:2 * n].view_as(y1), *grad_params)
