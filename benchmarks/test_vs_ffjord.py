@@ -47,6 +47,7 @@ it in a separate ``time`` conv) and the conventions checked to agree are in
 ``ffjord_multiscale.py``, tested in ``tests/test_vs_ffjord_multiscale.py``. Skipped when
 ``../shared/vendor/ffjord/lib`` is absent.
 """
+import contextlib
 import copy
 import math
 import os
@@ -59,7 +60,7 @@ import torch
 from torch import nn
 
 import torchprune_flows as tf
-from torchprune_flows.cnf import cnf_blocks, nfe_counts
+from torchprune_flows.cnf import cnf_blocks, dynamics, nfe_counts
 from torchprune_flows.data.toy import ToyGaussians
 from torchprune_flows.objectives import bits_per_dim
 from torchprune_flows.pruning import count_nonzero, export_state, import_state
@@ -229,7 +230,8 @@ def gradient_accuracy(ours, theirs, x, passes=NATS, reference=BACKPROP_REFERENCE
         ours_step(net, x)
         grads[label], ffjord_grads = shared_grads(net, theirs)
         grads[label + "_T"] = [b.odefunc.sqrt_end_time.grad for b in cnf_blocks(net)] if end_times else []
-    info = dict(accuracy_batch=len(x), ffjord_grad_err=_relative(ffjord_grads, grads["reference"]),
+    info = _float32_accuracy(ours, theirs, x, passes, reference)
+    info.update(accuracy_batch=len(x), ffjord_grad_err=_relative(ffjord_grads, grads["reference"]),
                 grad_err_seminorm=_relative(grads["seminorm"], grads["reference"]),
                 grad_err_adjoint=_relative(grads["adjoint"], grads["reference"]),
                 seminorm_vs_adjoint=_relative(grads["seminorm"], grads["adjoint"]))
@@ -237,6 +239,46 @@ def gradient_accuracy(ours, theirs, x, passes=NATS, reference=BACKPROP_REFERENCE
         info["grad_err_backprop"] = _relative(grads["backprop"], grads["reference"])
     if end_times:
         info["end_time_grad_err"] = _relative(torch.stack(grads["seminorm_T"]), torch.stack(grads["reference_T"]))
+    return info
+
+
+@contextlib.contextmanager
+def _float32_probes():
+    """Hutchinson probes drawn in float32 (and cast), so that a float64 solve uses the very probes
+    of a float32 pass with the same seed."""
+    sample = dynamics.sample_probe
+    dynamics.sample_probe = lambda like, kind: sample(like.float(), kind).to(like.dtype)
+    try:
+        yield
+    finally:
+        dynamics.sample_probe = sample
+
+
+def _float32_accuracy(ours, theirs, x, passes, reference):
+    """Gradient errors of training as it runs, in float32 (ours: both adjoints with the net's own
+    options; FFJORD's), against ours in float64 solved with the ``reference`` options on the same
+    probes: ``grad_err_f32_seminorm``, ``grad_err_f32_adjoint``, ``ffjord_grad_err_f32``."""
+    ours_step, ffjord_step, shared_grads = passes
+    wide = copy.deepcopy(ours).double()
+    for block in cnf_blocks(wide):
+        block.solver = block.solver.replace(**reference)
+    torch.manual_seed(0)
+    with _float32_probes():
+        ours_step(wide, x.double())
+    theirs32 = copy.deepcopy(theirs).float()
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ffjord_step(theirs32, x.float())
+    exact, _ = shared_grads(wide, theirs32)
+    info = {"ffjord_grad_err_f32": _relative(shared_grads(wide, theirs32)[1].double(), exact)}
+    for label, options in GRADIENTS.items():
+        net = copy.deepcopy(ours).float()
+        for block in cnf_blocks(net):
+            block.solver = block.solver.replace(**options)
+        torch.manual_seed(0)
+        ours_step(net, x.float())
+        info[f"grad_err_f32_{label}"] = _relative(shared_grads(net, theirs32)[0].double(), exact)
     return info
 
 
