@@ -38,9 +38,11 @@ def test_without_ray_workers_say_what_to_install(tiny, capsys, monkeypatch):
     assert not os.path.exists(tiny.path("out"))
 
 
-KILLER_PLUGIN = '''
+#: the start of the test plugins: a small prunable flow (one CNF block, exact divergence)
+PLUGIN_HEAD = '''
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -48,8 +50,6 @@ from torch import nn
 import torchprune_flows as tf
 from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec
 from torchprune_flows.pruning import PrunableMixin
-
-CALLS = {"train": 0}
 
 
 class Field(nn.Module):
@@ -64,19 +64,26 @@ class Field(nn.Module):
         return [[(self.fc1, 0), (self.fc2, 0)]]
 
 
-class KilledOnceFlow(PrunableMixin, FlowNetwork):
-    """In a Ray worker (KILL_MARKER set): dies by SIGKILL in the 2nd epoch of its first pruned
-    training, once (the marker file remembers it)."""
-
+class SmallFlow(PrunableMixin, FlowNetwork):
     def __init__(self, dim, hidden):
         solver = SolverSpec(method="dopri5", adjoint=True, atol=1e-4, rtol=1e-4)
         super().__init__([CNF(Field(dim, hidden), divergence="exact", solver=solver)], (dim,))
 
+    def pruned(self):
+        return bool((self.chain[0].vector_field.fc1.weight == 0).any())
+'''
+
+KILLER_PLUGIN = PLUGIN_HEAD + '''
+CALLS = {"train": 0}
+
+
+class KilledOnceFlow(SmallFlow):
+    """In a Ray worker (KILL_MARKER set): dies by SIGKILL in the 2nd epoch of its first pruned
+    training, once (the marker file remembers it)."""
+
     def forward(self, x):
         marker = os.environ.get("KILL_MARKER")
-        field = self.chain[0].vector_field
-        pruned = bool((field.fc1.weight == 0).any())
-        if marker and self.training and pruned:
+        if marker and self.training and self.pruned():
             CALLS["train"] += 1
             if CALLS["train"] == 4 and not os.path.exists(marker):  # 3 batches an epoch: 2nd epoch
                 open(marker, "w").close()
@@ -124,38 +131,15 @@ def test_chain_status_reads_the_running_step_from_its_log(tmp_path):
     assert chain_status(folder, steps) == f"{steps[0]} ep 3 loss 1.235 nfe 20/14"
 
 
-SLOW_PLUGIN = '''
-import os
-import time
-
-import torch
-from torch import nn
-
-import torchprune_flows as tf
-from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec
-from torchprune_flows.pruning import PrunableMixin
+SLOW_PLUGIN = PLUGIN_HEAD + '''
 
 
-class Field(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, t, z):
-        return self.fc2(torch.tanh(self.fc1(z)))
-
-
-class SlowWhenPrunedFlow(PrunableMixin, FlowNetwork):
+class SlowWhenPrunedFlow(SmallFlow):
     """With SLOW_PRUNED set: every training batch of a pruned net takes 0.3 s more, so that a
     chain is still running when the test interrupts the sweep."""
 
-    def __init__(self, dim, hidden):
-        solver = SolverSpec(method="dopri5", adjoint=True, atol=1e-4, rtol=1e-4)
-        super().__init__([CNF(Field(dim, hidden), divergence="exact", solver=solver)], (dim,))
-
     def forward(self, x):
-        pruned = bool((self.chain[0].vector_field.fc1.weight == 0).any())
-        if os.environ.get("SLOW_PRUNED") and self.training and pruned:
+        if os.environ.get("SLOW_PRUNED") and self.training and self.pruned():
             time.sleep(0.3)
         return super().forward(x)
 
