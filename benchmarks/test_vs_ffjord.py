@@ -10,7 +10,8 @@ draw their probe as the first random numbers of each block's solve). pytest-benc
 
 ``shape``, ``network``, ``dim``, ``batch``, ``gradient`` (ours: seminorm / adjoint / backprop), ``atol``, ``rtol``,
 ``evaluation`` (ours: one-pass / generic, see ``torchprune_flows/cnf/affine_hutchinson.py``), ``mode``
-(MINIBOONE's extra cases: the generic evaluation, backprop through the solver, the torchdyn backend)
+(MINIBOONE's extra cases: the generic evaluation, backprop through the solver); every shape runs
+ours' two adjoints on torchdiffeq (the default backend) and on torchdyn's solver (``backend``)
 (and ``family``, ``method``, ``solver_method``, ``backend``, ``params`` as in ``conftest.py``)
 ``nfe_forward``, ``nfe_backward``                    ours, per pass (summed over CNF blocks)
 ``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
@@ -23,12 +24,14 @@ draw their probe as the first random numbers of each block's solve). pytest-benc
                                                      FFJORD's lib detaches T, so never trains it;
                                                      MNIST: in FFJORD's concat-conv layout)
 
-and, measured once per shape in float64 on the first ``ACCURACY_BATCH`` rows of the batch
-against ours backpropagated through dopri5 at atol = rtol = 1e-10 (the same probes), the
-relative gradient error of each side at the shape's tolerances over the shared weights:
+and, measured once per shape and backend in float64 on the first ``ACCURACY_BATCH`` rows of the
+batch against ours (on torchdiffeq) backpropagated through dopri5 at atol = rtol = 1e-10 (the same
+probes), the relative gradient error of each side at the shape's tolerances over the shared weights:
 ``accuracy_batch``, ``grad_err_seminorm``, ``grad_err_adjoint``, ``grad_err_backprop`` (ours), ``ffjord_grad_err``,
 ``end_time_grad_err`` (ours' dL/dT, seminorm; where T is trained) and ``seminorm_vs_adjoint`` (the
-relative difference between ours' two adjoints' gradients). MNIST: on the first image
+relative difference between ours' two adjoints' gradients); the same for float32 training passes
+against that float64 reference on the float32 probes: ``grad_err_f32_seminorm``,
+``grad_err_f32_adjoint``, ``ffjord_grad_err_f32``. MNIST: on the first image
 (``MNIST_ACCURACY_BATCH``) against ours' plain adjoint at atol = rtol = 1e-10, since backprop
 through dopri5 at 1e-10 would hold every evaluation's conv activations; no ``grad_err_backprop``.
 
