@@ -65,6 +65,11 @@ class SolverSpec:
     def fixed_step(self):
         return self.method in FIXED_METHODS
 
+    @property
+    def adjoint_tolerances(self):
+        """``(atol, rtol)`` of the adjoint's backward solve: the forward's times ``adjoint_tol_factor``."""
+        return self.atol * self.adjoint_tol_factor, self.rtol * self.adjoint_tol_factor
+
     def replace(self, **changes):
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
@@ -107,9 +112,10 @@ def _torchdiffeq(func, y0, t, spec, adjoint_params):
             # the backward solve ends at the start time; for a decreasing t torchdiffeq runs the
             # adjoint in its own reversed time (-t) without reversing adjoint_options, so give -t0
             adjoint_options["step_t"] = t[:1] if t[-1] > t[0] else -t[:1]
+        adjoint_atol, adjoint_rtol = spec.adjoint_tolerances
         return torchdiffeq.odeint_adjoint(
             func, y0, t, adjoint_params=adjoint_params, adjoint_options=adjoint_options,
-            adjoint_atol=spec.atol * spec.adjoint_tol_factor, adjoint_rtol=spec.rtol * spec.adjoint_tol_factor, **kwargs
+            adjoint_atol=adjoint_atol, adjoint_rtol=adjoint_rtol, **kwargs
         )[-1]
     return torchdiffeq.odeint(func, y0, t, **kwargs)[-1]
 
@@ -126,8 +132,8 @@ def _torchdyn_grid(t, spec, y0):
 def _torchdyn(func, y0, t, spec, adjoint_params):
     t, atol, rtol = _torchdyn_grid(t, spec, y0)
     if spec.adjoint:
-        factor = 1.0 if spec.fixed_step else spec.adjoint_tol_factor
-        return _TorchdynAdjoint.apply(func, spec.method, (atol, rtol), (atol * factor, rtol * factor), spec.seminorm,
+        adjoint_tolerances = (atol, rtol) if spec.fixed_step else spec.adjoint_tolerances
+        return _TorchdynAdjoint.apply(func, spec.method, (atol, rtol), adjoint_tolerances, spec.seminorm,
                                       t, y0, *adjoint_params)
     return _torchdyn_solve(func, y0, t, spec.method, atol, rtol)  # backprop through the solver
 
@@ -177,7 +183,8 @@ class _TorchdynAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, func, method, tolerances, adjoint_tolerances, seminorm, t, y0, *params):
         y1 = _torchdyn_solve(func, y0, t, method, *tolerances)
-        ctx.func, ctx.method, ctx.tolerances, ctx.seminorm, ctx.params = func, method, adjoint_tolerances, seminorm, params
+        ctx.func, ctx.method, ctx.seminorm, ctx.params = func, method, seminorm, params
+        ctx.adjoint_tolerances = adjoint_tolerances
         ctx.save_for_backward(t, y1)
         return y1
 
@@ -198,7 +205,7 @@ class _TorchdynAdjoint(torch.autograd.Function):
             return torch.cat(parts)
 
         state = torch.cat([y1.detach().reshape(-1), grad_y1.reshape(-1), y1.new_zeros(sum(sizes))])
-        final = _torchdyn_solve(adjoint_dynamics, state, t.flip(0), ctx.method, *ctx.tolerances,
+        final = _torchdyn_solve(adjoint_dynamics, state, t.flip(0), ctx.method, *ctx.adjoint_tolerances,
                                 seminorm=(ctx.seminorm, 2 * n))
         grad_params = [g.view_as(p) for g, p in zip(torch.split(final[2 * n:], sizes), params)]
         return (None, None, None, None, None, None, final[n:2 * n].view_as(y1), *grad_params)
