@@ -72,12 +72,8 @@ def global_mean(value, local_count):
 
 
 def mean_over_ranks(value):
-    rank, size = rank_and_size()
-    if size == 1:
-        return value
-    buffer = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(buffer)
-    return float(buffer[0] / size)
+    """The mean over the ranks of a per-rank number (each rank weighted equally)."""
+    return global_mean(value, 1)
 
 
 def agree_on_failure(failure):
