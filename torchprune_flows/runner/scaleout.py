@@ -36,16 +36,21 @@ def _ray():
     return ray
 
 
-def _experiment(run, out_dir, device, plugins):
-    """The chain's own :class:`.pipeline.Experiment` in a worker process (one torch thread)."""
+def _set_up_worker(plugins):
+    """One torch thread and the config's plugins, in a worker process."""
     import torch
 
     from torchprune_flows.registry import load_plugins
 
-    from .pipeline import Experiment
-
     torch.set_num_threads(1)
     load_plugins(plugins)
+
+
+def _experiment(run, out_dir, device, plugins):
+    """The chain's own :class:`.pipeline.Experiment` in a worker process (one torch thread)."""
+    from .pipeline import Experiment
+
+    _set_up_worker(plugins)
     experiment = Experiment(run, out_dir, device)
     experiment._sweep_bar = tqdm(disable=True)
     return experiment
@@ -157,12 +162,9 @@ def warm_worker(plugins):
     and take torch's first optimizer step, which imports ``torch._dynamo`` (about 1 s) on first use."""
     import torch
 
-    from torchprune_flows.registry import load_plugins
-
     from . import pipeline  # noqa: F401  (imported for its imports: torch, the networks, the solvers)
 
-    torch.set_num_threads(1)
-    load_plugins(plugins)
+    _set_up_worker(plugins)
     param = torch.nn.Parameter(torch.zeros(1))
     param.grad = torch.zeros(1)
     torch.optim.SGD([param], lr=0.0).step()
