@@ -273,8 +273,8 @@ def _float32_accuracy(ours, theirs, x, passes, reference):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ffjord_step(theirs32, x.float())
-    exact, _ = shared_grads(wide, theirs32)
-    info = {"ffjord_grad_err_f32": _relative(shared_grads(wide, theirs32)[1].double(), exact)}
+    exact, ffjord_grads = shared_grads(wide, theirs32)
+    info = {"ffjord_grad_err_f32": _relative(ffjord_grads.double(), exact)}
     for label, options in GRADIENTS.items():
         net = copy.deepcopy(ours).float()
         for block in cnf_blocks(net):
