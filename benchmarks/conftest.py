@@ -33,6 +33,7 @@ import torch
 
 from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.pruning import count_nonzero, count_parameters, prune
+from torchprune_flows.runner.allocator import keep_freed_memory
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
@@ -127,9 +128,11 @@ def warm_up(build, x):
 
 @pytest.fixture(scope="session", autouse=True)
 def single_thread():
-    """Torch on one intra-op thread for the whole benchmark session (restored afterwards)."""
+    """Torch on one intra-op thread for the whole benchmark session (restored afterwards), and
+    freed memory kept for reuse as the runner keeps it (:mod:`torchprune_flows.runner.allocator`)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    keep_freed_memory()
     yield
     torch.set_num_threads(before)
 

@@ -54,7 +54,7 @@ def _nll(x):
     return lambda net: -net.log_prob(x).mean()
 
 
-@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "torchdyn"])
 @pytest.mark.parametrize("seminorm", [True, False])
 @pytest.mark.parametrize("tolerances,bound", [(TIGHT, 1e-7), (DEFAULT_TABULAR, 1e-5)],
                          ids=["tight", "tabular-default"])
@@ -186,7 +186,7 @@ def test_torchdyn_backend_runs_the_adjoint_it_is_asked_for():
         assert _relative(grads, reference, end_times) < 1e-6
 
 
-@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "torchdyn"])
 def test_adjoint_tolerance_factor_loosens_only_the_backward_solve(backend):
     """``adjoint_tol_factor`` scales the backward solve's tolerances: the forward pass (its NFE and
     its loss) is untouched, the backward solve takes fewer steps, and the gradient stays within

@@ -25,7 +25,7 @@ def _flow(A, divergence, end_time=1.0, train_end_time=False, **solver):
     return FlowNetwork([cnf], (A.shape[0],)).double()
 
 
-@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "torchdyn"])
 def test_exact_divergence_gives_analytic_log_density(backend):
     A = _matrix()
     x = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -128,7 +128,7 @@ class TimeRecordingField(torch.nn.Module):
         return z @ self.A.T
 
 
-@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "torchdyn"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_adaptive_solves_land_on_the_end_time_and_the_adjoint_on_the_start(backend, reverse):
     """dopri5 steps exactly onto the end of the interval, forward and in the adjoint's backward

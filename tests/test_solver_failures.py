@@ -1,4 +1,4 @@
-"""A failing solve is a SolverError on both backends, in the forward and in the backward pass."""
+"""A failing solve is a SolverError on every backend, in the forward and in the backward pass."""
 import pytest
 import torch
 from torch import nn
@@ -29,8 +29,8 @@ class NaNInTheBackwardPass(nn.Module):
         return NaNGradient.apply(self.a) * z
 
 
-@pytest.mark.parametrize("backend", ["torchdiffeq", "torchdyn"])
-def test_too_many_steps_stops_the_solve_on_both_backends(backend):
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "torchdyn"])
+def test_too_many_steps_stops_the_solve_on_every_backend(backend):
     """torchdyn has no step limit of its own: it used to run on for ever (issue 12)."""
     solver = SolverSpec(backend=backend, method="dopri5", atol=1e-9, rtol=1e-9, max_num_steps=20, adjoint=False)
     cnf = CNF(Stiff(2000.0), divergence="none", solver=solver)

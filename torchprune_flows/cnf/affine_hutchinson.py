@@ -176,31 +176,46 @@ class _AffineStackWithProbe(torch.autograd.Function):
     def backward(ctx, grad_f, grad_div):
         if torch.is_grad_enabled():  # create_graph=True: refuse rather than miss second-order terms
             raise RuntimeError(FIRST_ORDER_ONLY)
-        activations = ctx.activations
-        z, probe, *rest = ctx.saved_tensors[:ctx.num_saved]
-        layers = _layers(ctx.saved_tensors[ctx.num_saved:])
-        num_layers = len(layers)
-        hidden = [rest[5 * i:5 * i + 5] for i in range(num_layers - 1)]  # (a, h, slope, r, v) per hidden layer
-        folded_weights = rest[5 * (num_layers - 1):]
-        needs = ctx.needs_input_grad
-        grads = [None] * (4 * num_layers)
-        a_bar = grad_f if grad_f is not None else torch.zeros(z.shape[0], layers[-1].weight.shape[0], dtype=z.dtype)
-        r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
-        grad_z = None
-        for i in reversed(range(num_layers)):
-            layer, weight = layers[i], folded_weights[i]
-            h_in, v_in = (z, probe) if i == 0 else (hidden[i - 1][1], hidden[i - 1][4])
-            _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs[3 + 4 * i:7 + 4 * i], grads, 4 * i)
-            if i == 0:
-                if needs[0]:
-                    grad_z = _times(a_bar, weight)
-                break
-            h_bar, v_bar = _times(a_bar, weight), _times(r_bar, weight)
-            # through h = act(a) and v = act'(a) r of the layer below
-            a, h, slope, r, _ = hidden[i - 1]
-            a_bar = activations[i - 1].curvature(a, h, slope).mul_(r).mul_(v_bar).addcmul_(h_bar, slope)
-            r_bar = v_bar.mul_(slope)
+        saved, flat = ctx.saved_tensors[:ctx.num_saved], ctx.saved_tensors[ctx.num_saved:]
+        grad_z, grads = _backward(saved, _layers(flat), ctx.activations, grad_f, grad_div,
+                                  ctx.needs_input_grad[0], ctx.needs_input_grad[3:])
         return (grad_z, None, None, *grads)
+
+
+def field_hutchinson_and_vjp(layers, activations, z, probe, grad_f, grad_div, needs):
+    """``(f, div, grad_z, grads)`` without autograd: the stack's value and estimate at ``z``, and
+    the gradients of ``<grad_f, f> + <grad_div, div>`` w.r.t. ``z`` and each tensor of ``layers``
+    (flattened as ``(weight, bias, gate, shift)`` per layer; None where ``needs`` says no). What an
+    adjoint solve asks of every backward evaluation, in one forward and one backward pass."""
+    f, div, saved = _forward(z, probe, activations, layers, keep=True)
+    grad_z, grads = _backward(saved, layers, activations, grad_f, grad_div, True, needs)
+    return f, div, grad_z, grads
+
+
+def _backward(saved, layers, activations, grad_f, grad_div, needs_z, needs):
+    """Gradients w.r.t. ``z`` and the flat layer tensors from what :func:`_forward` kept."""
+    z, probe, *rest = saved
+    num_layers = len(layers)
+    hidden = [rest[5 * i:5 * i + 5] for i in range(num_layers - 1)]  # (a, h, slope, r, v) per hidden layer
+    folded_weights = rest[5 * (num_layers - 1):]
+    grads = [None] * (4 * num_layers)
+    a_bar = grad_f if grad_f is not None else z.new_zeros(z.shape[0], layers[-1].weight.shape[0])
+    r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
+    grad_z = None
+    for i in reversed(range(num_layers)):
+        layer, weight = layers[i], folded_weights[i]
+        h_in, v_in = (z, probe) if i == 0 else (hidden[i - 1][1], hidden[i - 1][4])
+        _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs[4 * i:4 * i + 4], grads, 4 * i)
+        if i == 0:
+            if needs_z:
+                grad_z = _times(a_bar, weight)
+            break
+        h_bar, v_bar = _times(a_bar, weight), _times(r_bar, weight)
+        # through h = act(a) and v = act'(a) r of the layer below
+        a, h, slope, r, _ = hidden[i - 1]
+        a_bar = activations[i - 1].curvature(a, h, slope).mul_(r).mul_(v_bar).addcmul_(h_bar, slope)
+        r_bar = v_bar.mul_(slope)
+    return grad_z, grads
 
 
 #: Matrix products in the layouts that MKL computes fast. With one narrow side (the 2-D toy flows'
@@ -284,4 +299,4 @@ def _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs, grads, at):
 
 
 __all__ = ["ACTIVATIONS", "Activation", "AffineLayer", "activation_of", "field_and_hutchinson",
-           "plain_linear_tensors"]
+           "field_hutchinson_and_vjp", "plain_linear_tensors"]

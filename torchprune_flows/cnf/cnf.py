@@ -60,8 +60,7 @@ class CNF(nn.Module):
         boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
         self.odefunc.constant_time = spec.adjoint
         self.odefunc.constant_end_time = boundary
-        # a runaway solve stops on every backend: at most max_num_steps steps of up to 7 stages
-        self.odefunc.max_evals = None if spec.fixed_step else 7 * spec.max_num_steps + 8
+        self.odefunc.max_evals = spec.max_evals  # a runaway solve stops on every backend
         self.odefunc.phase_start, self.odefunc.phase = 0, "forward"
         if boundary:
             params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)

@@ -202,9 +202,11 @@ def main(argv=None):
             ScaleOutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from .allocator import keep_freed_memory
     from .threads import use_threads
 
     use_threads(args.threads, max(e.num_parameters for e in runs))
+    keep_freed_memory()
     os.makedirs(out_dir, exist_ok=True)
     if not is_writer():  # another rank of this torchrun job holds the folder
         return _run_all(cfg, out_dir, runs, args)

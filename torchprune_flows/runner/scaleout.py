@@ -42,7 +42,10 @@ def _set_up_worker(plugins):
 
     from torchprune_flows.registry import load_plugins
 
+    from .allocator import keep_freed_memory
+
     torch.set_num_threads(1)
+    keep_freed_memory()
     load_plugins(plugins)
 
 

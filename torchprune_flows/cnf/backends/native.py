@@ -1,0 +1,16 @@
+"""``backend: native``: our Dormand–Prince integrator (:mod:`..runge_kutta`) and adjoint (:mod:`..adjoint`)."""
+from .. import runge_kutta
+from ..adjoint import Adjoint
+
+METHODS = ("dopri5",)
+
+
+def integrate(func, y0, t0, t1, spec, adjoint_params):
+    def solve(f, y, start, end, atol, rtol, layout):
+        norm = runge_kutta.ErrorNorm(layout.groups()) if layout is not None else None
+        return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps)
+
+    if spec.adjoint:
+        return Adjoint.apply(func, solve, t0, t1, (spec.atol, spec.rtol), spec.adjoint_tolerances, spec.seminorm,
+                             y0, *adjoint_params)
+    return solve(func, y0, t0, t1, spec.atol, spec.rtol, None)  # backprop through the solver
