@@ -74,8 +74,8 @@ def parse_number(text):
 
 def _nll_row(cells):
     percent = int(cells["prune_ratio_percent"])
-    return {"prune_ratio_percent": percent, "prune_ratio": percent / 100, "parameters": parse_number(cells["parameters"]),
-            "parameters_text": cells["parameters"],
+    return {"prune_ratio_percent": percent, "prune_ratio": percent / 100,
+            "parameters": parse_number(cells["parameters"]), "parameters_text": cells["parameters"],
             "nll": {UNSTRUCTURED: parse_number(cells["unstructured"]), STRUCTURED: parse_number(cells["structured"])}}
 
 

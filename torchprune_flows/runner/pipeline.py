@@ -229,18 +229,20 @@ class Experiment:
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
         loss = self.training["loss"]
         write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"),
-                     plots=plots, data_entropy=self.data_entropy())
+                     plots=plots, data_entropy=data_entropy(self.cfg, lambda: self.splits["test"]))
         return rows
 
-    def data_entropy(self):
-        """``{dataset: (value, se)}``: the test data's own NLL where the test set has a true density
-        (the toy density sets), the loss is in nats and no transform changes the data; else ``{}``."""
-        transforms = self.training["transformsTest"] + self.training["transformsFinal"]
-        test_name = self.cfg["experiments"].get("datasetTest") or self.cfg["network"]["dataset"]
-        has_density = getattr(DATASETS.get(test_name), "HAS_DENSITY", False)  # before building (loading) splits
-        if self.training["loss"] not in NATS_LOSSES or transforms or not has_density:
-            return {}
-        return {self.cfg["network"]["dataset"]: self.splits["test"].reference_nll()}
+
+def data_entropy(cfg, test_split):
+    """``{dataset: (value, se)}``: the test data's own NLL where the test set has a true density
+    (the toy density sets), the loss is in nats and no transform changes the data; else ``{}``.
+    ``test_split()`` gives the test split, called only then (a large dataset is not loaded)."""
+    training = cfg["training"]
+    transforms = training["transformsTest"] + training["transformsFinal"]
+    test_name = cfg["experiments"].get("datasetTest") or cfg["network"]["dataset"]
+    if training["loss"] not in NATS_LOSSES or transforms or not getattr(DATASETS.get(test_name), "HAS_DENSITY", False):
+        return {}
+    return {cfg["network"]["dataset"]: test_split().reference_nll()}
 
 
 def _jsonl_writer(path):

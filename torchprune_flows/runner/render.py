@@ -106,7 +106,7 @@ def _convergence_note(dataset_summary):
     return note + f" ({details}); N/A: no converged run."
 
 
-def _data_entropy_line(entropy):
+def data_entropy_line(entropy):
     """The data's own NLL (``(value, standard error)`` in nats) as one sentence of the report."""
     value, se = entropy
     return (f"Data entropy (the true density's NLL on the normalised test distribution, a floor for "
@@ -133,7 +133,7 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals, entropy=Non
     lines += _loss_table(lookup, ratios, methods, decimals)
     lines += ["", _convergence_note(dataset_summary), ""]
     if entropy is not None:
-        lines += [_data_entropy_line(entropy), ""]
+        lines += [data_entropy_line(entropy), ""]
     lines += ["### Number of function evaluations", ""]
     lines.append("Mean NFE-F / NFE-B (forward / backward) over converged runs.")
     lines.append("")
