@@ -10,6 +10,8 @@ setup(
     # ``experiment`` is a namespace-package portion (entry modules only, no ``__init__.py``), so it
     # can share a folder with torchprune's own ``experiment`` package without owning its files.
     packages=find_packages(include=["torchprune_flows", "torchprune_flows.*"]) + ["experiment"],
+    # the supplement's tables (torchprune_flows.paper) are data files: a regular install needs them
+    package_data={"torchprune_flows.paper": ["tables/*.csv", "tables/README.md"]},
     install_requires=[
         "torch>=2.1",
         "torchvision",

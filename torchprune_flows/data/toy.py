@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..registry import register_dataset
+from .entropy import gaussian_mixture_log_density, monte_carlo_nll, normalised_log_density, spiral_arms_log_density
 from .rows import RowDataset
 from .splits import carve_validation, resolve_split
 
@@ -72,6 +73,9 @@ def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
     return points + noise * rng.standard_normal((n, 2)), np.repeat([0, 1], [half, n - half])
 
 
+_REFERENCE_NLL_CACHE = {}
+
+
 class ToyDataset(RowDataset):
     """Base class: subclasses set ``STREAM_ID``, ``num_train``, ``num_test`` and ``generate(n, rng)``.
 
@@ -118,6 +122,38 @@ class ToyDataset(RowDataset):
     def generate(self, n, rng):
         raise NotImplementedError
 
+    #: whether :meth:`raw_log_density` (and so :meth:`reference_nll`) exists: the density sets
+    HAS_DENSITY = False
+    #: Monte-Carlo samples of :meth:`reference_nll` (its standard error falls as 1/sqrt of it)
+    REFERENCE_SAMPLES = 200_000
+
+    def raw_log_density(self, x):
+        """``log p(x)`` of the generating process at unnormalised points ``x (N, 2)``; only the
+        density sets define it."""
+        raise TypeError(f"{type(self).__name__} has no true density (a classification set)")
+
+    def log_density(self, z):
+        """The true density's ``log p(z)`` at points ``z (N, 2)`` of this dataset's normalised space."""
+        return normalised_log_density(self.raw_log_density, self.mean, self.std, 2)(z)
+
+    def reference_nll(self, samples=None, seed=0):
+        """``(value, standard error)`` in nats: the data's differential entropy in the normalised
+        space, i.e. the true density's expected test NLL, a floor for a flow's expected NLL.
+
+        A Monte-Carlo mean over ``samples`` (default :attr:`REFERENCE_SAMPLES`) fresh draws of the
+        generating process (stream ``seed``, apart from the train and test streams), normalised
+        as the data are; cached per class, normalisation, ``samples`` and ``seed``.
+        """
+        samples = samples or self.REFERENCE_SAMPLES
+        key = (type(self), self.mean, self.std, samples, seed)
+        if key not in _REFERENCE_NLL_CACHE:
+            if not self.HAS_DENSITY:
+                raise TypeError(f"{type(self).__name__} has no true density (a classification set)")
+            rng = np.random.default_rng([seed, 2, self.stream_id()])
+            x, _ = self.generate(samples, rng)
+            _REFERENCE_NLL_CACHE[key] = monte_carlo_nll(self.log_density, (x - self.mean) / self.std)
+        return _REFERENCE_NLL_CACHE[key]
+
     def _normalised_components(self, centers, stds):
         """Mixture components in the normalised coordinates of ``self.data``."""
         centers = (np.asarray(centers, dtype=np.float64) - self.mean) / self.std
@@ -129,6 +165,7 @@ class ToyGaussians(ToyDataset):
     """6 Gaussians (std 0.5) on a circle of radius 4."""
 
     STREAM_ID = 1258
+    HAS_DENSITY = True
 
     num_train, num_test = 16380, 8190
 
@@ -139,12 +176,16 @@ class ToyGaussians(ToyDataset):
         """``(centers (6, 2), stds (6,))`` of the generating mixture in normalised coordinates."""
         return self._normalised_components(*circle_components())
 
+    def raw_log_density(self, x):
+        return gaussian_mixture_log_density(x, *circle_components())
+
 
 @register_dataset("ToyGaussiansSpiral")
 class ToyGaussiansSpiral(ToyDataset):
     """10 Gaussians on a spiral, radius 4 -> 1, std 0.3 -> 0.1."""
 
     STREAM_ID = 1877
+    HAS_DENSITY = True
 
     num_train, num_test = 16380, 8190
 
@@ -155,17 +196,26 @@ class ToyGaussiansSpiral(ToyDataset):
         """``(centers (10, 2), stds (10,))`` of the generating mixture in normalised coordinates."""
         return self._normalised_components(*spiral_components())
 
+    def raw_log_density(self, x):
+        return gaussian_mixture_log_density(x, *spiral_components())
+
 
 @register_dataset("ToySpirals2")
 class ToySpirals2(ToyDataset):
     """Two-arm spiral density, noise 0.5, 2^14 points per arm."""
 
     STREAM_ID = 1100
+    HAS_DENSITY = True
 
     num_train, num_test = 32768, 16384
 
+    REFERENCE_SAMPLES = 100_000  # the curve's quadrature costs ~60 µs per sample on one thread
+
     def generate(self, n, rng):
         return two_spirals(n, rng, noise=0.5)
+
+    def raw_log_density(self, x):
+        return spiral_arms_log_density(x, noise=0.5)
 
 
 @register_dataset("ToyMoons")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
                                       import_state, write_back)
-from torchprune_flows.registry import LOSSES, METRICS, NETWORKS
+from torchprune_flows.registry import DATASETS, LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
 from .config import retraining_config
@@ -31,6 +31,9 @@ from .render import write_report
 from .results import COLUMN_DEFAULTS, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .runs import RunFolder
 from .training import DidNotConverge, evaluate, evaluation_estimator, train
+
+#: losses whose test value is an NLL in nats, comparable with the data's entropy
+NATS_LOSSES = ("NLLPriorLoss", "NLLNatsLoss")
 
 LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats)",
                "NLLBitsLoss": "test NLL (bits/dim)", "CrossEntropyLoss": "test cross-entropy"}
@@ -226,8 +229,20 @@ class Experiment:
         title = f"{self.cfg['network']['name']} on {self.cfg['network']['dataset']}"
         loss = self.training["loss"]
         write_report(rows, self.out_dir, title=title, loss_label=LOSS_LABELS.get(loss, f"test loss ({loss})"),
-                     plots=plots)
+                     plots=plots, data_entropy=data_entropy(self.cfg, lambda: self.splits["test"]))
         return rows
+
+
+def data_entropy(cfg, test_split):
+    """``{dataset: (value, se)}``: the test data's own NLL where the test set has a true density
+    (the toy density sets), the loss is in nats and no transform changes the data; else ``{}``.
+    ``test_split()`` gives the test split, called only then (a large dataset is not loaded)."""
+    training = cfg["training"]
+    transforms = training["transformsTest"] + training["transformsFinal"]
+    test_name = cfg["experiments"].get("datasetTest") or cfg["network"]["dataset"]
+    if training["loss"] not in NATS_LOSSES or transforms or not getattr(DATASETS.get(test_name), "HAS_DENSITY", False):
+        return {}
+    return {cfg["network"]["dataset"]: test_split().reference_nll()}
 
 
 def _jsonl_writer(path):

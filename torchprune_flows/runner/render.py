@@ -106,8 +106,15 @@ def _convergence_note(dataset_summary):
     return note + f" ({details}); N/A: no converged run."
 
 
-def _dataset_section(dataset, dataset_summary, loss_label, decimals):
-    """Markdown lines for one dataset: loss table, note, NFE table."""
+def data_entropy_line(entropy):
+    """The data's own NLL (``(value, standard error)`` in nats) as one sentence of the report."""
+    value, se = entropy
+    return (f"Data entropy (the true density's NLL on the normalised test distribution, a floor for "
+            f"the expected test NLL): {value:.3f} ± {se:.3f} nats (Monte Carlo ± its standard error).")
+
+
+def _dataset_section(dataset, dataset_summary, loss_label, decimals, entropy=None):
+    """Markdown lines for one dataset: loss table, note (and the data entropy), NFE table."""
     methods = _method_columns(dataset_summary)
     lookup = _cell_lookup(dataset_summary, methods)
     ratios = _table_ratios(lookup, methods)
@@ -125,6 +132,8 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals):
     lines.append("")
     lines += _loss_table(lookup, ratios, methods, decimals)
     lines += ["", _convergence_note(dataset_summary), ""]
+    if entropy is not None:
+        lines += [data_entropy_line(entropy), ""]
     lines += ["### Number of function evaluations", ""]
     lines.append("Mean NFE-F / NFE-B (forward / backward) over converged runs.")
     lines.append("")
@@ -139,13 +148,13 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals):
     return lines
 
 
-def render_markdown(rows, title=None, loss_label="test loss", decimals=None):
-    """Return the markdown report for ``rows`` as a string."""
+def render_markdown(rows, title=None, loss_label="test loss", decimals=None, data_entropy=None):
+    """Return the markdown report for ``rows`` as a string (``data_entropy``: see :func:`write_report`)."""
     summary = summarize(rows)
     lines = [f"# {title or 'Pruning results'}", ""]
     for dataset in ordered_unique(s["dataset"] for s in summary):
         dataset_summary = [s for s in summary if s["dataset"] == dataset]
-        lines += _dataset_section(dataset, dataset_summary, loss_label, decimals)
+        lines += _dataset_section(dataset, dataset_summary, loss_label, decimals, (data_entropy or {}).get(dataset))
     return "\n".join(lines)
 
 
@@ -164,8 +173,9 @@ def _finite_series(entries, key):
     ]
 
 
-def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, std_key=None):
-    """``key`` vs. prune ratio per method (with a ±``std_key`` band), reference dashed."""
+def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, std_key=None, entropy=None):
+    """``key`` vs. prune ratio per method (with a ±``std_key`` band), reference dashed, the data
+    entropy (``(value, se)``) dotted."""
     fig, ax = plt.subplots(figsize=(6, 4))
     try:
         for method in methods:
@@ -181,6 +191,8 @@ def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, 
                 std = np.where(np.isfinite(std), std, 0.0)
                 ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
         _reference_line(ax, dataset_summary, key)
+        if entropy is not None:
+            ax.axhline(entropy[0], color="gray", linestyle=":", label="data entropy")
         ax.set_xlabel("Prune ratio (%)")
         ax.set_ylabel(ylabel)
         ax.set_title(str(dataset_summary[0]["dataset"]))
@@ -206,7 +218,7 @@ def _finish_axes(ax):
         ax.legend()
 
 
-def _write_plots(summary, plot_dir, loss_label):
+def _write_plots(summary, plot_dir, loss_label, data_entropy=None):
     """Write ``<dataset>_loss.png`` and ``<dataset>_nfe.png`` per dataset."""
     import matplotlib
 
@@ -222,18 +234,20 @@ def _write_plots(summary, plot_dir, loss_label):
         loss_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_loss.png")
         nfe_path = os.path.join(plot_dir, f"{_safe_name(dataset)}_nfe.png")
         _plot_against_prune_ratio(plt, dataset_summary, methods, loss_path, "test_loss_mean", loss_label,
-                                  std_key="test_loss_std")
+                                  std_key="test_loss_std", entropy=(data_entropy or {}).get(dataset))
         _plot_against_prune_ratio(plt, dataset_summary, methods, nfe_path, "nfe_forward_mean", "NFE-F")
         paths += [loss_path, nfe_path]
     return paths
 
 
-def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None, plots=True):
+def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=None, plots=True, data_entropy=None):
     """Write ``out_dir/report.md`` and (unless ``plots`` is false) ``out_dir/plots/*.png``.
 
     ``title`` defaults to "Pruning results"; ``loss_label`` names the loss in
     the text and on the y axis; ``decimals`` fixes the number of decimals of
-    the loss cells (default: 3 if |mean| < 1 else 2).  Returns the written
+    the loss cells (default: 3 if |mean| < 1 else 2); ``data_entropy`` maps a
+    dataset to its data's own NLL ``(value, standard error)`` in nats, a line
+    under its table and on its loss plot.  Returns the written
     paths, report first.  Raises ``ValueError`` if ``rows`` is empty or a
     row lacks a column of :data:`RESULT_COLUMNS` (extra keys are ignored).
     """
@@ -244,8 +258,9 @@ def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=Non
         check_columns(row, allow_extra=True)
     os.makedirs(out_dir, exist_ok=True)
     report_path = os.path.join(out_dir, "report.md")
-    save_text(render_markdown(rows, title, loss_label, decimals) + "\n", report_path)
-    plot_paths = _write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label) if plots else []
+    save_text(render_markdown(rows, title, loss_label, decimals, data_entropy) + "\n", report_path)
+    plot_paths = (_write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label, data_entropy)
+                  if plots else [])
     return [report_path] + plot_paths
 
 

@@ -1,7 +1,7 @@
 """``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``: what to do with finished runs.
 
 Subcommands are the modules of this package (``--help`` lists them): ``sample`` (also
-``python -m experiment.sample``), ``export``, ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``. Each
+``python -m experiment.sample``), ``export``, ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``, ``paper``. Each
 defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit code``; it reads
 runs through :class:`..runs.RunFolder` and writes tables and plots through :mod:`..results` and
 :mod:`..render`. Bad input (raised as :class:`..runs.RunError` and friends) gives one ``error:``
@@ -18,7 +18,7 @@ from torchprune_flows.registry import PluginImportError, UnknownNameError, load_
 from ..checkpoints import CorruptFileError
 from ..runs import RunError
 
-SUBCOMMANDS = ("sample", "export", "hessian", "figure", "modes", "sweep", "cost")
+SUBCOMMANDS = ("sample", "export", "hessian", "figure", "modes", "sweep", "cost", "paper")
 
 
 def build_parser():
