@@ -161,6 +161,23 @@ def test_a_lost_cycle_is_recomputed_from_the_finished_cycle_before_it(control_ru
     assert _csv_rows(out) == _csv_rows(first_out)
 
 
+def test_a_finished_run_gets_the_control_later_without_redoing_a_step(control_run, tiny):
+    """The resume check lets only experiments.control differ: the control only adds steps."""
+    _, first_out = control_run
+    _control_config(tiny.cfg)
+    del tiny.cfg["experiments"]["control"]
+    assert tiny.run() == 0
+    folder = RunFolder(tiny.path("out"))
+    before = {step: os.stat(folder.checkpoint(step)).st_mtime_ns for step in folder.read_records()}
+    assert not any(DENSE_CONTROL in step for step in before)
+    tiny.cfg["experiments"]["control"] = "dense"
+    assert tiny.run() == 0
+    assert {step: os.stat(folder.checkpoint(step)).st_mtime_ns for step in before} == before
+    assert _csv_rows(tiny.path("out")) == _csv_rows(first_out)
+    tiny.cfg["seed"] = 1  # anything else still may not resume into it
+    assert tiny.run() == 2
+
+
 def _table(report, first_cell):
     """The cells of the first table whose header starts with ``first_cell``: (header, rows)."""
     lines = report.splitlines()
