@@ -134,11 +134,13 @@ def test_the_pipeline_under_two_gloo_ranks_gives_the_single_process_results(tiny
             return list(csv.DictReader(handle))
 
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.5]}]
+    tiny.cfg["experiments"]["control"] = "dense"  # its unpruned cycle trains data-parallel too
     assert tiny.run(out="single") == 0
     mp.spawn(_run_cli, args=(2, _free_port(), tiny.write(), tiny.path("ranks")), nprocs=2)
     assert [open(tiny.path("ranks", f"exit_code_rank{r}")).read() for r in range(2)] == ["0", "0"]
     single, ranks = rows("single"), rows("ranks")
-    assert [(r["method"], r["keep_ratio"], r["params"], r["converged"]) for r in ranks] == \
-        [(r["method"], r["keep_ratio"], r["params"], r["converged"]) for r in single]
+    assert [(r["method"], r["keep_ratio"], r["cycle"], r["params"], r["converged"]) for r in ranks] == \
+        [(r["method"], r["keep_ratio"], r["cycle"], r["params"], r["converged"]) for r in single]
+    assert ("DenseControl", "1") in [(r["method"], r["cycle"]) for r in ranks]
     for a, b in zip(ranks, single):  # exact divergence: the same numbers up to float rounding
         assert float(a["test_loss"]) == pytest.approx(float(b["test_loss"]), rel=1e-3), a["method"]

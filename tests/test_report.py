@@ -22,14 +22,15 @@ METHODS = ["ThresNet", "FilterThresNet"]
 PARAMS_ORIGINAL = 43325
 
 
-def _row(net, method, keep, test_loss, converged=True, nfe=(20, 30.5)):
-    """One result row with plausible values."""
+def _row(net, method, keep, test_loss, converged=True, nfe=(20, 30.5), cycle=None):
+    """One result row with plausible values (``cycle``: default the keep ratio's position)."""
     return {
         "net": net,
         "repetition": 0,
         "method": method,
         "keep_ratio": keep,
         "prune_ratio": 1.0 - keep,
+        "cycle": (KEEP_RATIOS.index(keep) + 1 if keep in KEEP_RATIOS else 0) if cycle is None else cycle,
         "params": int(round(PARAMS_ORIGINAL * keep)),
         "params_original": PARAMS_ORIGINAL,
         "test_loss": test_loss,

@@ -19,10 +19,13 @@ def test_two_ray_workers_give_the_sequential_results(tiny):
     tiny.cfg["experiments"]["numNets"] = 2
     tiny.cfg["experiments"]["methods"] = ["ThresNet", "FilterThresNet"]
     tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.6, 0.3]}]
+    tiny.cfg["experiments"]["control"] = "dense"  # one more chain per base net: the unpruned cycles
     tiny.cfg["training"]["numEpochs"] = 1
     assert tiny.run(out="sequential") == 0
     assert tiny.run("--workers", "2", out="ray") == 0
     assert _rows(tiny.path("ray", "results.csv")) == _rows(tiny.path("sequential", "results.csv"))
+    assert [(r["net"], r["cycle"]) for r in _rows(tiny.path("ray", "results.csv")) if r["method"] == "DenseControl"] \
+        == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]
     assert sorted(os.listdir(tiny.path("ray", "steps"))) == sorted(os.listdir(tiny.path("sequential", "steps")))
     assert tiny.run("--workers", "2", out="ray") == 0  # a rerun skips every finished step
 

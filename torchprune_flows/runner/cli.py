@@ -140,11 +140,18 @@ def prepare(args):
 
 
 def check_resume(out_dir, cfg):
-    """A folder may only be resumed with the config that started it."""
+    """A folder may only be resumed with the config that started it, give or take
+    ``experiments.control``: the dense control only adds steps, so a long run can get it later."""
     folder = RunFolder(out_dir)
     if os.path.exists(folder.config_path):
-        if folder.read_config() != cfg:
+        if _without_control(folder.read_config()) != _without_control(cfg):
             raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
+
+
+def _without_control(cfg):
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("experiments"), dict):
+        return cfg
+    return {**cfg, "experiments": {k: v for k, v in cfg["experiments"].items() if k != "control"}}
 
 
 def _lock_folder(out_dir):
@@ -178,6 +185,9 @@ def run_torchprune_engine(args):
         if ours_only:
             raise ConfigError(f"{', '.join(ours_only)} only apply to our runner (torchprune's passes no "
                               "such arguments); drop them, or run without --engine torchprune")
+        if cfg["experiments"].get("control") == "dense":
+            raise ConfigError("experiments.control only applies to our runner (torchprune's has no dense control); "
+                              "drop it, or run without --engine torchprune")
         return run(args.config, list(cfg.get("plugins", [])) + args.plugins)
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 For every base net: train it (``ReferenceNet``); then for every repetition and method, walk the
 keep ratios in order: prune (in ``cascade`` mode from the previous ratio's retrained weights, in
-``retrain`` mode one-shot from the base net), retrain with the rewound schedule, evaluate.
+``retrain`` mode one-shot from the base net), retrain with the rewound schedule, evaluate. With
+``experiments.control: dense``, per repetition the dense control (``DenseControl``) walks the same
+cycles without pruning: each retrains the previous cycle's weights with the same rewound
+schedule, so a reader can tell the effect of sparsity from that of the extra training.
 
 Every finished step leaves its network and its result row in the run folder (layout and step
 names: :class:`.runs.RunFolder`); a rerun skips finished steps, and an unfinished training
@@ -28,7 +31,7 @@ from .config import retraining_config
 from .data import build_loaders, build_splits
 from .distributed import is_writer, prune_once, run_once
 from .render import write_report
-from .results import COLUMN_DEFAULTS, REFERENCE, RESULT_COLUMNS, write_results_csv
+from .results import COLUMN_DEFAULTS, DENSE_CONTROL, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .runs import RunFolder
 from .training import DidNotConverge, evaluate, evaluation_estimator, train
 
@@ -72,6 +75,7 @@ class Experiment:
         self.methods = [canonical_method(m) for m in cfg["experiments"]["methods"]]
         self.mode = cfg["experiments"]["mode"]
         self.keep_ratios = list(run.keep_ratios) if self.mode != "train" else []
+        self.control = cfg["experiments"].get("control") == "dense"
         self.loss_fn = build_loss(cfg)
         out_size = cfg["network"]["outputSize"]
         self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
@@ -92,7 +96,8 @@ class Experiment:
     # -- the sweep -------------------------------------------------------------------
     def run(self):
         exp = self.cfg["experiments"]
-        per_net = 1 + exp["numRepetitions"] * len(self.methods) * len(self.keep_ratios)
+        chains = len(self.methods) + (1 if self.control else 0)
+        per_net = 1 + exp["numRepetitions"] * chains * len(self.keep_ratios)
         self._sweep_bar = tqdm(total=exp["numNets"] * per_net, desc="steps", unit="step", dynamic_ncols=True,
                                position=0)
         try:
@@ -103,6 +108,8 @@ class Experiment:
                 for rep in range(exp["numRepetitions"]):
                     for method in self.methods:
                         self.prune_sweep(net_idx, rep, method, reference)
+                    if self.control:
+                        self.control_sweep(net_idx, rep, reference)
         finally:
             self._sweep_bar.close()
         return self.write_outputs()
@@ -117,7 +124,7 @@ class Experiment:
         params = count_parameters(net)
         row, state = self._train_and_evaluate(net, step, self.training, 0, f"net{net_idx} train",
                                               step_seed(self.cfg["seed"], net_idx, "train"))
-        row.update(net=net_idx, repetition=0, method=REFERENCE, keep_ratio=1.0, params_original=params)
+        row.update(net=net_idx, repetition=0, method=REFERENCE, keep_ratio=1.0, cycle=0, params_original=params)
         self._finish(step, row, state)
         return state
 
@@ -136,16 +143,44 @@ class Experiment:
             pruned = prune_once(net, method, keep, params_original)  # under torchrun: on rank 0, broadcast
             if self.mode == "cascade-rewind":  # weights back to the trained base net, masks kept
                 net = self._from_state({"state_dict": reference["state_dict"], "masks": pruned["masks"]})
-            retrain_iterations = self.cfg["experiments"]["retrainIterations"]
-            tcfg = self.retraining if retrain_iterations == -1 or i < retrain_iterations else None
             desc = f"net{net_idx} r{rep} {method} keep={keep:.3f}"
-            row, state = self._train_and_evaluate(net, step, tcfg, self.retraining["startEpoch"], desc, seed,
-                                                  compact_training=canonical_method(method) == "FilterThresNet")
-            row.update(net=net_idx, repetition=rep, method=method, keep_ratio=keep, params_original=params_original)
+            compact_training = canonical_method(method) == "FilterThresNet"
+            row, state = self._train_and_evaluate(net, step, self._retraining_at(i), self.retraining["startEpoch"],
+                                                  desc, seed, compact_training=compact_training)
+            row.update(net=net_idx, repetition=rep, method=method, keep_ratio=keep, cycle=i + 1,
+                       params_original=params_original)
             if not row["converged"]:
                 state = pruned  # the next ratio starts from the pruned, not the diverged, weights
             self._finish(step, row, state)
             previous = state
+
+    def control_sweep(self, net_idx, rep, reference):
+        """The dense control: one retraining cycle per keep ratio, as in the cascade (same rewound
+        schedule, fresh optimizer, seeds derived alike), each from the previous cycle's weights,
+        without pruning."""
+        previous = reference
+        params_original = count_parameters(self._from_state(reference))
+        for i in range(len(self.keep_ratios)):
+            step = self.folder.control_step(net_idx, rep, i)
+            if self.folder.is_finished(step):
+                previous = self.folder.load_state(step)
+                self._sweep_bar.update()
+                continue
+            seed = step_seed(self.cfg["seed"], net_idx, rep, DENSE_CONTROL, i)
+            desc = f"net{net_idx} r{rep} {DENSE_CONTROL} cycle={i + 1}"
+            row, state = self._train_and_evaluate(self._from_state(previous), step, self._retraining_at(i),
+                                                  self.retraining["startEpoch"], desc, seed)
+            row.update(net=net_idx, repetition=rep, method=DENSE_CONTROL, keep_ratio=1.0, cycle=i + 1,
+                       params_original=params_original)
+            if not row["converged"]:
+                state = previous  # the next cycle starts from this cycle's start, not the diverged weights
+            self._finish(step, row, state)
+            previous = state
+
+    def _retraining_at(self, i):
+        """The retraining config of the ``i``-th cycle (None: ``retrainIterations`` stops before it)."""
+        retrain_iterations = self.cfg["experiments"]["retrainIterations"]
+        return self.retraining if retrain_iterations == -1 or i < retrain_iterations else None
 
     def _from_state(self, state):
         return import_state(self.build_network(), state)

@@ -10,17 +10,32 @@ import re
 import numpy as np
 
 from .checkpoints import atomic_write, save_text
-from .results import (REFERENCE, check_columns, format_mean_std, format_nfe_pair, format_param_count,
+from .results import (DENSE_CONTROL, REFERENCE, check_columns, format_mean_std, format_nfe_pair, format_param_count,
                       format_percent, is_finite, markdown_table, ordered_unique, summarize)
 
 # --------------------------------------------------------------------------
 # Markdown report
 # --------------------------------------------------------------------------
 def _method_columns(dataset_summary):
-    """Pruning methods shown as table columns (ReferenceNet folded in)."""
-    methods = ordered_unique(s["method"] for s in dataset_summary)
+    """Pruning methods shown as table columns (ReferenceNet folded in; the dense control apart)."""
+    methods = [m for m in ordered_unique(s["method"] for s in dataset_summary) if m != DENSE_CONTROL]
     pruned = [m for m in methods if m != REFERENCE]
     return pruned or methods
+
+
+def _control_at_ratios(dataset_summary):
+    """``[(prune ratio, entry)]`` of the dense control, cycle ``i`` at the prune ratio that cycle
+    ``i`` of the cascade reached (cycle 0, the base net, at 0 %); cycles without a pruned result
+    at that cycle yet are left out."""
+    ratio_of_cycle = {}
+    for entry in dataset_summary:
+        if entry["method"] != DENSE_CONTROL and entry.get("cycle") is not None:
+            ratio_of_cycle.setdefault(entry["cycle"], entry["prune_ratio"])
+    controls = [e for e in dataset_summary if e["method"] == DENSE_CONTROL and e["cycle"] in ratio_of_cycle]
+    if not controls:
+        return []
+    reference = [e for e in dataset_summary if e["method"] == REFERENCE][:1]
+    return [(ratio_of_cycle[e["cycle"]], e) for e in sorted(reference + controls, key=lambda e: e["cycle"])]
 
 
 def _cell_lookup(dataset_summary, methods):
@@ -63,13 +78,31 @@ def _method_table(lookup, ratios, methods, header, cell, lead=lambda ratio: []):
     return markdown_table(["Prune ratio (%)"] + header, body)
 
 
-def _loss_table(lookup, ratios, methods, decimals):
-    """Table S4-style loss table (mean ± std per method and prune ratio)."""
+def _loss_table(lookup, ratios, methods, decimals, cycles=None):
+    """Table S4-style loss table (mean ± std per method and prune ratio); with ``cycles``
+    (``{prune ratio: cycle}``, when the dense control ran) a ``Cycle`` column after the ratio."""
+    pruned = [m for m in methods if m != DENSE_CONTROL]
+
+    def lead(ratio):
+        params = [format_param_count(_row_params(lookup, ratio, pruned))]
+        return params if cycles is None else [str(cycles.get(ratio, "–"))] + params
+
     return _method_table(
-        lookup, ratios, methods, ["Number of parameters"] + list(methods),
+        lookup, ratios, methods, ([] if cycles is None else ["Cycle"]) + ["Number of parameters"] + list(methods),
         lambda e: format_mean_std(e["test_loss_mean"], e["test_loss_std"], decimals, e["n_converged"],
                                   e.get("test_loss_se")),
-        lead=lambda ratio: [format_param_count(_row_params(lookup, ratio, methods))])
+        lead=lead)
+
+
+def _cycles(lookup, ratios, methods):
+    """``{prune ratio: the cycle of the first method's entry there}`` (0 for the base net)."""
+    cycles = {}
+    for ratio in ratios:
+        found = [lookup[(ratio, m)].get("cycle") for m in methods if (ratio, m) in lookup]
+        found = [c for c in found if c is not None]
+        if found:
+            cycles[ratio] = found[0]
+    return cycles
 
 
 def _nfe_table(lookup, ratios, methods):
@@ -90,6 +123,13 @@ def _cost_table(lookup, ratios, methods):
                   f"{_format_or_na(e.get('seconds_per_batch_mean', float('nan')), '.3g')}")
 
 
+def _where(entry):
+    """``ThresNet at 30 %``, or ``DenseControl cycle 2``."""
+    if entry["method"] == DENSE_CONTROL:
+        return f"{DENSE_CONTROL} cycle {entry['cycle']}"
+    return f"{entry['method']} at {format_percent(entry['prune_ratio'])} %"
+
+
 def _convergence_note(dataset_summary):
     """Sentence stating how many rows did not converge (and where)."""
     total = sum(s["n_total"] for s in dataset_summary)
@@ -99,8 +139,7 @@ def _convergence_note(dataset_summary):
     if not failed:
         return note + "."
     details = ", ".join(
-        f"{s['method']} at {format_percent(s['prune_ratio'])} %: "
-        f"{s['n_total'] - s['n_converged']}/{s['n_total']}"
+        f"{_where(s)}: {s['n_total'] - s['n_converged']}/{s['n_total']}"
         for s in failed
     )
     return note + f" ({details}); N/A: no converged run."
@@ -116,8 +155,14 @@ def data_entropy_line(entropy):
 def _dataset_section(dataset, dataset_summary, loss_label, decimals, entropy=None):
     """Markdown lines for one dataset: loss table, note (and the data entropy), NFE table."""
     methods = _method_columns(dataset_summary)
-    lookup = _cell_lookup(dataset_summary, methods)
+    control = _control_at_ratios(dataset_summary)
+    pruned_summary = [s for s in dataset_summary if s["method"] != DENSE_CONTROL]
+    lookup = _cell_lookup(pruned_summary, methods)
     ratios = _table_ratios(lookup, methods)
+    cycles = _cycles(lookup, ratios, methods) if control else None
+    if control:  # a column beside the methods, aligned by cycle
+        lookup.update({(ratio, DENSE_CONTROL): entry for ratio, entry in control})
+        methods = methods + [DENSE_CONTROL]
     networks = ", ".join(ordered_unique(str(s["network"]) for s in dataset_summary))
     n_nets = max(s["n_total"] for s in dataset_summary)
     lines = [f"## {dataset} ({networks})", ""]
@@ -129,8 +174,11 @@ def _dataset_section(dataset, dataset_summary, loss_label, decimals, entropy=Non
     estimators = ordered_unique(e for s in dataset_summary for e in s.get("estimators", []))
     if estimators:
         lines.append(f"Log-density estimator of these numbers: {'; '.join(estimators)}.")
+    if control:
+        lines.append(f"{DENSE_CONTROL}: the unpruned net retrained through the same cycles without pruning "
+                     f"(cycle i in the row of the cascade's cycle i): sparsity against extra training.")
     lines.append("")
-    lines += _loss_table(lookup, ratios, methods, decimals)
+    lines += _loss_table(lookup, ratios, methods, decimals, cycles)
     lines += ["", _convergence_note(dataset_summary), ""]
     if entropy is not None:
         lines += [data_entropy_line(entropy), ""]
@@ -191,6 +239,7 @@ def _plot_against_prune_ratio(plt, dataset_summary, methods, path, key, ylabel, 
                 std = np.where(np.isfinite(std), std, 0.0)
                 ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
         _reference_line(ax, dataset_summary, key)
+        _control_line(ax, dataset_summary, key, std_key)
         if entropy is not None:
             ax.axhline(entropy[0], color="gray", linestyle=":", label="data entropy")
         ax.set_xlabel("Prune ratio (%)")
@@ -209,6 +258,21 @@ def _reference_line(ax, dataset_summary, key):
         if entry["method"] == REFERENCE and is_finite(entry[key]):
             ax.axhline(entry[key], color="black", linestyle="--", label=REFERENCE)
             return
+
+
+def _control_line(ax, dataset_summary, key, std_key=None):
+    """The dense control's ``key`` per cycle, drawn at the prune ratio of the cascade's cycle."""
+    series = [(100.0 * ratio, e[key], e) for ratio, e in _control_at_ratios(dataset_summary) if is_finite(e[key])]
+    if not series:
+        return
+    x = np.array([p for p, _, _ in series])
+    y = np.array([v for _, v, _ in series])
+    ax.plot(x, y, color="dimgray", linestyle=":", marker="s",
+            label=f"{DENSE_CONTROL} (unpruned, cycle i at cascade step i)")
+    if std_key is not None:
+        std = np.array([e[std_key] for _, _, e in series])
+        std = np.where(np.isfinite(std), std, 0.0)
+        ax.fill_between(x, y - std, y + std, color="dimgray", alpha=0.15)
 
 
 def _finish_axes(ax):

@@ -31,12 +31,17 @@ from .checkpoints import save_text
 #: Method name of the unpruned reference network (prune ratio 0 %); the one definition.
 REFERENCE = "ReferenceNet"
 
+#: Method name of the dense control (``experiments.control: dense``): the reference net retrained
+#: through the cascade's cycles without pruning (keep ratio 1.0; its rows differ by ``cycle``).
+DENSE_CONTROL = "DenseControl"
+
 RESULT_COLUMNS = [
     "net",
     "repetition",
     "method",
     "keep_ratio",
     "prune_ratio",
+    "cycle",
     "params",
     "params_original",
     "test_loss",
@@ -58,10 +63,13 @@ RESULT_COLUMNS = [
 
 #: Values of columns that step records of older runs lack.
 COLUMN_DEFAULTS = {"test_loss_se": float("nan"), "estimator": "", "flops": float("nan"),
-                   "seconds_per_batch": float("nan")}
+                   "seconds_per_batch": float("nan"), "cycle": None}
 
 
-_INT_COLUMNS = {"net", "repetition", "epochs"}
+#: Columns that results.csv files of older runs lack (they still read back).
+_ADDED_COLUMNS = ("cycle",)
+
+_INT_COLUMNS = {"net", "repetition", "epochs", "cycle"}
 _FLOAT_COLUMNS = {
     "keep_ratio",
     "prune_ratio",
@@ -86,12 +94,13 @@ _INT_PATTERN = re.compile(r"^[+-]?\d+$")
 # CSV storage
 # --------------------------------------------------------------------------
 def _sort_key(row):
-    """Sort rows by (net, repetition, method, -keep_ratio)."""
+    """Sort rows by (net, repetition, method, -keep_ratio, cycle)."""
     return (
         int(row["net"]),
         int(row["repetition"]),
         str(row["method"]),
         -float(row["keep_ratio"]),
+        row.get("cycle") or 0,
     )
 
 
@@ -160,7 +169,7 @@ def write_results_csv(rows, path):
     """Write result rows to ``path`` as CSV, atomically.
 
     The header is exactly :data:`RESULT_COLUMNS`; rows are sorted by
-    ``(net, repetition, method, -keep_ratio)``.  Floats are written with
+    ``(net, repetition, method, -keep_ratio, cycle)``.  Floats are written with
     ``repr`` so they read back bit-identical (``nan``/``inf`` included);
     ``None`` is written as an empty cell.  Data is written to a temporary
     file in the target directory which then replaces ``path``.
@@ -186,27 +195,29 @@ def read_results_csv(path):
     ``net``, ``repetition``, ``epochs`` become ``int``; ratios, losses,
     metrics and ``seconds`` become ``float``; ``params*`` and ``nfe_*``
     become ``int`` when written as integers, else ``float``; ``converged``
-    becomes ``bool``; empty cells become ``None``.
+    becomes ``bool``; empty cells become ``None``. A file of an older run, whose header lacks
+    only columns added since (``cycle``), reads with those columns' :data:`COLUMN_DEFAULTS`.
 
-    Raises ``ValueError`` if the header differs from :data:`RESULT_COLUMNS`.
+    Raises ``ValueError`` if the header differs from :data:`RESULT_COLUMNS` otherwise.
     """
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header != RESULT_COLUMNS:
+        legacy = [c for c in RESULT_COLUMNS if c not in _ADDED_COLUMNS]
+        if header not in (RESULT_COLUMNS, legacy):
             raise ValueError(
                 f"{path}: unexpected CSV header {header}, expected {RESULT_COLUMNS}"
             )
         rows = []
         for line_no, cells in enumerate(reader, start=2):
-            if len(cells) != len(RESULT_COLUMNS):
+            if len(cells) != len(header):
                 raise ValueError(
-                    f"{path}:{line_no}: expected {len(RESULT_COLUMNS)} cells, "
+                    f"{path}:{line_no}: expected {len(header)} cells, "
                     f"got {len(cells)}"
                 )
-            rows.append(
-                {c: _decode_value(c, t) for c, t in zip(RESULT_COLUMNS, cells)}
-            )
+            cells = dict(zip(header, cells))
+            rows.append({c: _decode_value(c, cells[c]) if c in cells else COLUMN_DEFAULTS[c]
+                         for c in RESULT_COLUMNS})
     return rows
 
 
@@ -240,17 +251,21 @@ def finite_mean(values):
 
 
 def _group_rows(rows):
-    """Group rows by (dataset, method, rounded keep ratio), keeping order."""
+    """Group rows by (dataset, method, rounded keep ratio), the dense control's also by cycle
+    (all its rows keep every weight), keeping order."""
     groups = {}
     for row in rows:
-        key = (row["dataset"], row["method"], ratio_key(row["keep_ratio"]))
+        cycle = row.get("cycle") if row["method"] == DENSE_CONTROL else None
+        key = (row["dataset"], row["method"], ratio_key(row["keep_ratio"]), cycle)
         groups.setdefault(key, []).append(row)
     return groups
 
 
 def _summarize_group(key, group):
-    """Summary dict for the rows of one (dataset, method, keep ratio)."""
-    dataset, method, keep = key
+    """Summary dict for the rows of one (dataset, method, keep ratio[, cycle])."""
+    dataset, method, keep, cycle = key
+    if cycle is None:  # a pruned method: the first cycle at this keep ratio (None for rows of old runs)
+        cycle = min((r["cycle"] for r in group if r.get("cycle") is not None), default=None)
     converged = [r for r in group if is_converged(r)]
     losses = [float(r["test_loss"]) for r in converged]
     if losses:
@@ -263,6 +278,7 @@ def _summarize_group(key, group):
         "method": method,
         "keep_ratio": keep,
         "prune_ratio": ratio_key(1.0 - keep),
+        "cycle": cycle,
         "test_loss_mean": loss_mean,
         "test_loss_std": loss_std,
         # a single run's standard error over its test samples (the spread of one number)
@@ -280,11 +296,13 @@ def _summarize_group(key, group):
 
 
 def summarize(rows):
-    """Aggregate result rows per (dataset, method, keep_ratio).
+    """Aggregate result rows per (dataset, method, keep_ratio); the dense
+    control's rows (all at keep ratio 1.0) per cycle.
 
-    Returns one dict per group, sorted by (dataset, method, prune ratio),
+    Returns one dict per group, sorted by (dataset, method, prune ratio, cycle),
     with keys ``dataset``, ``network`` (of the first row), ``method``,
-    ``keep_ratio``, ``prune_ratio``, ``test_loss_mean``/``test_loss_std``
+    ``keep_ratio``, ``prune_ratio``, ``cycle`` (the control's; a pruned
+    method's first at that ratio), ``test_loss_mean``/``test_loss_std``
     (over converged rows, i.e. over (net, repetition); population std;
     NaN when none converged), ``n_converged``, ``n_total``, the mean of the
     finite ``params`` over all rows of the group (``params_mean``) and the
@@ -293,7 +311,7 @@ def summarize(rows):
     none converged, since a diverged solve says little about the NFE).
     """
     summary = [_summarize_group(k, g) for k, g in _group_rows(rows).items()]
-    summary.sort(key=lambda s: (str(s["dataset"]), str(s["method"]), s["prune_ratio"]))
+    summary.sort(key=lambda s: (str(s["dataset"]), str(s["method"]), s["prune_ratio"], s["cycle"] or 0))
     return summary
 
 

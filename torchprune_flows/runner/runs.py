@@ -14,9 +14,11 @@ A run folder (``--out``, or one sub-folder per customization) holds::
 
 Step names: ``net{N}_ReferenceNet`` for a base net, ``net{N}_rep{R}_{method}_{i:02d}`` for the
 ``i``-th keep ratio of the resolved config (the position, since two spacing entries may share a
-ratio). Reading back, a step is found by its exact key ``(net, repetition, method, keep ratio)``
-(:meth:`RunFolder.find`); only a keep ratio typed by a user is matched to the closest finished
-one (:meth:`RunFolder.select`).
+ratio), ``net{N}_rep{R}_DenseControl_{i:02d}`` for the ``i``-th cycle of the dense control
+(``experiments.control: dense``); a row's ``cycle`` is ``i + 1`` (0 for a base net). Reading
+back, a step is found by its exact key ``(net, repetition, method, keep ratio)``
+(:meth:`RunFolder.find`; the control's cycles share a key: the first is found); only a keep
+ratio typed by a user is matched to the closest finished one (:meth:`RunFolder.select`).
 """
 import os
 
@@ -26,7 +28,7 @@ from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
 from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
-from .results import REFERENCE
+from .results import DENSE_CONTROL, REFERENCE
 
 
 class RunError(ValueError):
@@ -87,6 +89,17 @@ class RunFolder:
         """The step of the ``index``-th keep ratio of the resolved config."""
         return f"net{net}_rep{repetition}_{method}_{index:02d}"
 
+    @classmethod
+    def control_step(cls, net, repetition, index):
+        """The ``index``-th retraining cycle of the dense control (beside the ``index``-th keep ratio)."""
+        return cls.pruned_step(net, repetition, DENSE_CONTROL, index)
+
+    @staticmethod
+    def step_cycle(step):
+        """The retraining cycle a step's net has been through: 0 for a base net, ``i + 1`` for
+        the ``i``-th keep ratio (or control cycle)."""
+        return 0 if step.endswith("_" + REFERENCE) else int(step.rsplit("_", 1)[1]) + 1
+
     # -- writing (the pipeline) ------------------------------------------------------
     def write_config(self, cfg):
         """``config.yaml``: the resolved config, key order kept (a resume compares it)."""
@@ -110,10 +123,14 @@ class RunFolder:
         return load_checkpoint(self.checkpoint(step), map_location=map_location)
 
     def read_records(self):
-        """``{step: result row}`` of the finished steps, by step name."""
+        """``{step: result row}`` of the finished steps, by step name (a record of an older run,
+        without ``cycle``, gets it from its step name)."""
         folder = self.path("steps")
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        return {n[:-5]: load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")}
+        records = {n[:-5]: load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")}
+        for step, row in records.items():
+            row.setdefault("cycle", self.step_cycle(step))
+        return records
 
     # -- reading (sampling, analyses) ------------------------------------------------
     @classmethod

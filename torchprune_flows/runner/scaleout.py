@@ -1,7 +1,8 @@
 """``--workers N`` / ``--ray-address ADDR``: the independent chains of a sweep as Ray tasks.
 
 A sweep's steps form chains: per base net, the reference training; then one cascade chain per
-(repetition, method), which depends only on that net's reference. Each chain runs as one Ray
+(repetition, method), and with ``experiments.control: dense`` one dense-control chain per
+repetition, each of which depends only on that net's reference. Each chain runs as one Ray
 task in its own worker process (one CPU, or one GPU with ``--device cuda``), on a local Ray
 instance of N workers or on the cluster at ADDR, writing its steps into the same run folder
 through the same atomic step files as the sequential runner (two chains never write the same
@@ -71,6 +72,14 @@ def pruning_chain(run, out_dir, device, plugins, net_idx, rep, method, reference
     experiment = _experiment(run, out_dir, device, plugins)
     reference = experiment.folder.load_state(reference_step)
     experiment.prune_sweep(net_idx, rep, method, reference)
+    return len(experiment.keep_ratios)
+
+
+def control_chain(run, out_dir, device, plugins, net_idx, rep, reference_step):
+    """Walk the dense control's cycles of one (net, repetition), from the finished reference."""
+    experiment = _experiment(run, out_dir, device, plugins)
+    reference = experiment.folder.load_state(reference_step)
+    experiment.control_sweep(net_idx, rep, reference)
     return len(experiment.keep_ratios)
 
 
@@ -188,7 +197,9 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     options = dict(num_cpus=1, num_gpus=gpu, max_retries=3, retry_exceptions=False)
     reference_task = ray.remote(reference_chain).options(**options)
     pruning_task = ray.remote(pruning_chain).options(**options)
-    chains = exp["numRepetitions"] * len(experiment.methods) if experiment.mode != "train" else 0
+    control_task = ray.remote(control_chain).options(**options)
+    per_rep = len(experiment.methods) + (1 if experiment.control else 0)
+    chains = exp["numRepetitions"] * per_rep if experiment.mode != "train" else 0
     local, started_here = None, False
     if not ray.is_initialized():
         if address:
@@ -232,6 +243,10 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                     pending[chain] = len(experiment.keep_ratios)
                     steps[chain] = [folder.pruned_step(net_idx, rep, method, i)
                                     for i in range(len(experiment.keep_ratios))]
+                if experiment.control:
+                    chain = control_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, reference)
+                    pending[chain] = len(experiment.keep_ratios)
+                    steps[chain] = [folder.control_step(net_idx, rep, i) for i in range(len(experiment.keep_ratios))]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)  # returns as soon as one is done
             if done:
@@ -261,4 +276,5 @@ def _stop(ray, pending, local, started_here, wait):
         ray.shutdown()
 
 
-__all__ = ["INSTALL_HINT", "LocalRay", "ScaleOutError", "pruning_chain", "reference_chain", "run_on_ray", "warm_worker"]
+__all__ = ["INSTALL_HINT", "LocalRay", "ScaleOutError", "control_chain", "pruning_chain", "reference_chain",
+           "run_on_ray", "warm_worker"]

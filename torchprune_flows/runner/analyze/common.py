@@ -1,7 +1,7 @@
 """What the run analyses share: selecting steps of a finished run, labelling them."""
 from torchprune_flows.pruning import ALIASES, canonical_method
 
-from ..results import REFERENCE, format_percent
+from ..results import DENSE_CONTROL, REFERENCE, format_percent
 from ..runs import RunError
 
 
@@ -18,8 +18,9 @@ def add_selection_arguments(parser, methods_default, keep_default):
 
 
 def run_methods(run):
-    """Methods with finished steps, in the order of the run config's ``methods`` (then any others)."""
-    methods = [m for m in dict.fromkeys(r["method"] for r in run.steps.values()) if m != REFERENCE]
+    """Pruning methods with finished steps, in the order of the run config's ``methods`` (then any
+    others); the dense control is no pruning method."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in run.steps.values()) if m not in (REFERENCE, DENSE_CONTROL)]
     order = [canonical_method(m) for m in run.cfg["experiments"]["methods"]]
     return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 

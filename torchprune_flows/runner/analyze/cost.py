@@ -39,8 +39,8 @@ import re
 
 from ..checkpoints import save_text
 from ..render import save_figure
-from ..results import (REFERENCE, finite_mean, format_param_count, format_percent, is_converged, is_finite,
-                       markdown_table, ratio_key, read_results_csv)
+from ..results import (DENSE_CONTROL, REFERENCE, finite_mean, format_param_count, format_percent, is_converged,
+                       is_finite, markdown_table, ratio_key, read_results_csv)
 from ..runs import RunError, RunFolder, result_subfolders
 
 HELP = "NFE-F, NFE-B and time per batch against prune ratio, from runs and/or pytest-benchmark JSON"
@@ -120,6 +120,8 @@ def load_run(label, run_dir):
         raise RunError(f"{run_dir}/results.csv has no rows; finish the run first")
     groups = {}
     for row in rows:
+        if row["method"] == DENSE_CONTROL:  # cost against prune ratio: the control prunes nothing
+            continue
         step = folder.find(row["net"], row["repetition"], row["method"], row["keep_ratio"])
         train = training_cost(folder.log(step)) if step else training_cost("")
         groups.setdefault((row["method"], ratio_key(row["keep_ratio"])), []).append((row, train))

@@ -15,7 +15,7 @@ import yaml
 
 from ..checkpoints import save_text
 from ..render import save_figure
-from ..results import (REFERENCE, format_mean_std, format_param_count, markdown_table,
+from ..results import (DENSE_CONTROL, REFERENCE, format_mean_std, format_param_count, markdown_table,
                        read_results_csv, summarize, table_csv)
 from ..runs import RunError, result_subfolders
 from .common import method_label, percent
@@ -143,7 +143,7 @@ def summary_entries(variants, labels):
     """Summary dicts of :func:`..results.summarize` with ``variant`` and ``folder`` added."""
     entries = []
     for (folder, rows, _), label in zip(variants, labels):
-        for entry in summarize(rows):
+        for entry in summarize([r for r in rows if r["method"] != DENSE_CONTROL]):  # loss against prune ratio
             entries.append({"variant": label, "folder": folder, **entry})
     return entries
 

@@ -95,6 +95,8 @@ _EXPERIMENTS = {
     "retrainIterations": _Field(_integer(-1), -1),
     "plotting": _Field(_mapping, {}),
     "datasetTest": _Field(_optional_string, _ABSENT),
+    # absent = off, so the resolved config (and the resume check) of a run without it is unchanged
+    "control": _Field(_one_of("none", "dense"), _ABSENT),
 }
 
 _DIRECTORIES = {
@@ -175,6 +177,11 @@ def _check_experiments(value: Any) -> Tuple[dict, List[float]]:
                 "missing required key 'experiments.spacing'; add it (only mode 'train' may omit it)"
             )
         out["spacing"] = []
+    if out.get("control") == "dense" and out["mode"] != "cascade":
+        raise ConfigError(
+            f"'experiments.control: dense' retrains the base net through the cascade's cycles and needs "
+            f"experiments.mode 'cascade' (got '{out['mode']}'); set mode: cascade or drop control"
+        )
     return out, _spacing_ratios(out["spacing"])
 
 
