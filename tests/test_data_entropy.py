@@ -119,11 +119,11 @@ def test_loss_plot_draws_the_data_entropy(tmp_path, monkeypatch):
 
     figures = {}
     monkeypatch.setattr(render, "save_figure", lambda fig, path, dpi=120: figures.setdefault(path, fig))
-    row = dict(net=0, repetition=0, method="ReferenceNet", keep_ratio=1.0, prune_ratio=0.0, params=10,
+    row = dict(net=0, repetition=0, method="ReferenceNet", keep_ratio=1.0, prune_ratio=0.0, cycle=0, params=10,
                params_original=10, test_loss=1.3, test_loss_se=0.01, test_metric=0.0, test_metric2=0.0,
                val_loss=1.3, nfe_forward=20, nfe_backward=30, flops=0.1, seconds_per_batch=0.1, epochs=1,
                seconds=1.0, converged=True, dataset="ToyGaussians", network="net", estimator="")
-    pruned = dict(row, method="ThresNet", keep_ratio=0.5, prune_ratio=0.5, test_loss=1.2)
+    pruned = dict(row, method="ThresNet", keep_ratio=0.5, prune_ratio=0.5, cycle=1, test_loss=1.2)
     render.write_report([row, pruned], str(tmp_path), data_entropy={"ToyGaussians": (1.1336, 0.002)})
     loss_fig = next(fig for path, fig in figures.items() if path.endswith("_loss.png"))
     entropy_lines = [line for line in loss_fig.axes[0].get_lines() if line.get_label() == "data entropy"]
