@@ -62,8 +62,8 @@ def _block(cnf):
         raise NotImplementedError("export supports MLP, concatsquash and concat-conv vector fields, "
                                   f"not {type(field).__name__}")
     spec = cnf.solver
-    if spec.backend != "torchdiffeq":
-        raise NotImplementedError("export writes torchdiffeq solver options; the block uses " + spec.backend)
+    if spec.resolved_backend == "torchdyn":  # native's dopri5 takes torchdiffeq's steps (to rounding)
+        raise NotImplementedError("export writes torchdiffeq solver options; the block uses torchdyn")
     options = {"step_size": spec.step_size} if spec.fixed_step else {"max_num_steps": spec.max_num_steps}
     return dict(kind=kind, activation=_activation_name(field), layers=layers,
                 end_time=float(cnf.odefunc.end_time.detach()), divergence=cnf.odefunc.divergence,

@@ -142,7 +142,8 @@ def plain_linear_tensors(module):
 
 def field_and_hutchinson(layers, activations, z, probe):
     """``(f, e^T (df/dz) e)`` of the stack ``layers`` (a list of :class:`AffineLayer`) with
-    ``activations`` (one :class:`Activation` per hidden layer) at ``z`` (N, D), probe ``e`` (N, D)."""
+    ``activations`` (one :class:`Activation` per hidden layer) at ``z`` (N, D), probe ``e`` (N, D);
+    with ``probe`` None the field alone and None."""
     if len(activations) != len(layers) - 1:
         raise ValueError(f"{len(layers)} layers need {len(layers) - 1} activations, got {len(activations)}")
     if not torch.is_grad_enabled():
@@ -200,7 +201,10 @@ def _backward(saved, layers, activations, grad_f, grad_div, needs_z, needs):
     folded_weights = rest[5 * (num_layers - 1):]
     grads = [None] * (4 * num_layers)
     a_bar = grad_f if grad_f is not None else z.new_zeros(z.shape[0], layers[-1].weight.shape[0])
-    r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
+    if probe is None:  # the field alone: no tangent to carry back
+        r_bar = None
+    else:
+        r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
     grad_z = None
     for i in reversed(range(num_layers)):
         layer, weight = layers[i], folded_weights[i]
@@ -210,9 +214,13 @@ def _backward(saved, layers, activations, grad_f, grad_div, needs_z, needs):
             if needs_z:
                 grad_z = _times(a_bar, weight)
             break
-        h_bar, v_bar = _times(a_bar, weight), _times(r_bar, weight)
+        h_bar = _times(a_bar, weight)
         # through h = act(a) and v = act'(a) r of the layer below
         a, h, slope, r, _ = hidden[i - 1]
+        if r_bar is None:
+            a_bar = h_bar.mul_(slope)
+            continue
+        v_bar = _times(r_bar, weight)
         a_bar = activations[i - 1].curvature(a, h, slope).mul_(r).mul_(v_bar).addcmul_(h_bar, slope)
         r_bar = v_bar.mul_(slope)
     return grad_z, grads
@@ -233,10 +241,13 @@ def _times(rows, weight):
 
 
 def _weight_grad(a_bar, h_in, r_bar, v_in):
-    """``a_bar^T h_in + r_bar^T v_in``, shape (out, in), as the product with the wider result."""
+    """``a_bar^T h_in + r_bar^T v_in`` (the second term only with a tangent), shape (out, in), as
+    the product with the wider result."""
     if a_bar.shape[1] > h_in.shape[1]:
-        return torch.mm(h_in.t(), a_bar).addmm_(v_in.t(), r_bar).t()
-    return torch.mm(a_bar.t(), h_in).addmm_(r_bar.t(), v_in)
+        grad = torch.mm(h_in.t(), a_bar)
+        return (grad if r_bar is None else grad.addmm_(v_in.t(), r_bar)).t()
+    grad = torch.mm(a_bar.t(), h_in)
+    return grad if r_bar is None else grad.addmm_(r_bar.t(), v_in)
 
 
 def _layers(flat):
@@ -246,21 +257,23 @@ def _layers(flat):
 
 def _forward(z, probe, activations, layers, keep):
     """``(f, div, saved)``; ``saved`` (what the backward reads) only when ``keep``, else temporaries
-    are overwritten in place."""
+    are overwritten in place. Without a probe (None) only the field: ``div`` is None."""
     folded = [_fold(layer) for layer in layers]
-    h, v = z, probe
+    h, v, r = z, probe, None
     saved = [z, probe]
     for i, (weight, bias) in enumerate(folded):
         weight_t = weight.t()
         a = torch.addmm(bias, h, weight_t) if bias is not None else h @ weight_t
-        r = v @ weight_t
+        if probe is not None:
+            r = v @ weight_t
         if i == len(layers) - 1:
             break
         h, slope = activations[i].value_and_slope(a)
-        v = r * slope if keep else r.mul_(slope)
+        if probe is not None:
+            v = r * slope if keep else r.mul_(slope)
         if keep:
             saved += [a, h, slope, r, v]
-    div = (r * probe).sum(dim=1)
+    div = (r * probe).sum(dim=1) if probe is not None else None
     return a, div, (saved + [w for w, _ in folded] if keep else None)
 
 

@@ -54,6 +54,14 @@ class AugmentedDynamics(nn.Module):
         self.max_evals = None
         self.phase_start = 0
         self.phase = "forward"
+        self._stacks = {}  # this solve's affine stacks (see _affine_stack), by grad mode
+        self._stack_sources = None
+
+    def __getstate__(self):
+        # a cached stack may hold autograd graphs, which neither deepcopy nor pickle takes
+        state = dict(super().__getstate__())
+        state["_stacks"], state["_stack_sources"] = {}, None
+        return state
 
     def _check(self, state):
         """Raise :class:`SolverError` on a non-finite state or a solve over its evaluation budget."""
@@ -72,6 +80,8 @@ class AugmentedDynamics(nn.Module):
         """Fix the shape of z and the Hutchinson probe for the coming solve."""
         self.state_shape = z.shape[1:]
         self.probe = sample_probe(z, self.probe_kind) if DIVERGENCES[self.divergence].uses_probe else None
+        self._stacks = {}
+        self._stack_sources = list(self.vector_field.parameters()) + list(self.vector_field.buffers())
 
     def pack(self, z, delta_logp):
         return torch.cat([z.reshape(z.shape[0], -1), delta_logp.reshape(-1, 1)], dim=1)
@@ -80,12 +90,24 @@ class AugmentedDynamics(nn.Module):
         return state[:, :-1].reshape(state.shape[0], *self.state_shape), state[:, -1]
 
     def _affine_stack(self, time, state, create_graph):
-        """The field as an affine stack when the one-pass Hutchinson path applies, else None."""
+        """The field as an affine stack when the one-pass path applies (Hutchinson, or the field
+        alone), else None. A field whose stack does not depend on time (``constant_affine_stack``)
+        builds it once per solve and grad mode: it is the same at every evaluation."""
         as_stack = getattr(self.vector_field, "as_affine_stack", None)
-        if (as_stack is None or self.divergence != "hutchinson" or len(self.state_shape) != 1
+        if (as_stack is None or self.divergence not in ("hutchinson", "none") or len(self.state_shape) != 1
                 or (create_graph and self.twice_differentiable)):
             return None
-        return as_stack(time, state)
+        if not getattr(self.vector_field, "constant_affine_stack", False):
+            return as_stack(time, state)
+        # a parameter or buffer changed in place (an optimizer step) means a new stack; begin_solve
+        # lists them (listing a module's tensors at every evaluation cost more than the stack)
+        if self._stack_sources is None:
+            self._stack_sources = list(self.vector_field.parameters()) + list(self.vector_field.buffers())
+        key = (torch.is_grad_enabled(), tuple(t._version for t in self._stack_sources))
+        if key not in self._stacks:
+            self._stacks.clear()
+            self._stacks[key] = as_stack(time, state)
+        return self._stacks[key]
 
     def _field_and_divergence(self, time, state, probe, create_graph):
         """``f(time, z)`` and ``div f`` at the packed ``state`` (real time, not scaled by T)."""
@@ -94,7 +116,10 @@ class AugmentedDynamics(nn.Module):
         with torch.set_grad_enabled(create_graph):
             stack = self._affine_stack(time, state, create_graph)
             if stack is not None:
-                return field_and_hutchinson(*stack, self.unpack(state)[0], probe)
+                f, div = field_and_hutchinson(*stack, self.unpack(state)[0], probe)
+                return f, (div if div is not None else f.new_zeros(f.shape[0]))
+            if self.divergence == "none":  # the field alone: no graph unless the caller needs one
+                return self.vector_field(time, self.unpack(state)[0]), state.new_zeros(state.shape[0])
         with torch.enable_grad():
             z, _ = self.unpack(state)
             if not z.requires_grad:
@@ -153,16 +178,31 @@ class AugmentedDynamics(nn.Module):
         c_z, c_logp = cotangent[:, :-1], cotangent[:, -1]
         f, div, grad_z, grads = field_hutchinson_and_vjp(constant, activations, self.unpack(state)[0], self.probe,
                                                          c_z * scale, c_logp * -scale, needs)
+        if div is None:
+            div = f.new_zeros(f.shape[0])
         out = torch.cat([(f * scale), (div * -scale).unsqueeze(1)], dim=1)
         grad_state = torch.cat([grad_z, grad_z.new_zeros(grad_z.shape[0], 1)], dim=1)
-        outputs = [x for x, g in zip(flat, grads) if g is not None]
-        grad_outputs = [g for g in grads if g is not None]
+        # a stack tensor that is a parameter itself takes its gradient as it is; the others (masked
+        # weights, gates, shifts, T) through autograd over their parameter-sized graph
+        position = {id(p): i for i, p in enumerate(params)}
+        param_grads = [None] * len(params)
+        outputs, grad_outputs = [], []
+        for tensor, grad in zip(flat, grads):
+            if grad is None:
+                continue
+            if id(tensor) in position:
+                i = position[id(tensor)]
+                param_grads[i] = grad if param_grads[i] is None else param_grads[i] + grad
+            else:
+                outputs.append(tensor)
+                grad_outputs.append(grad)
         if end_time.requires_grad:  # T scales the whole field: d<c, F>/dT = <c_z, f> - <c_logp, div>
             outputs.append(end_time)
             grad_outputs.append(((c_z * f).sum() - (c_logp * div).sum()).reshape(end_time.shape))
-        if not outputs:
-            return out, grad_state, [None] * len(params)
-        return out, grad_state, torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True)
+        if outputs:
+            through_graph = torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True, retain_graph=True)
+            param_grads = [g if h is None else (h if g is None else g + h) for g, h in zip(param_grads, through_graph)]
+        return out, grad_state, param_grads
 
     def real_time_derivative(self, state, probe):
         """d/dt [z, delta_logp] = [f(T, z), -div f(T, z)] at the packed ``state`` at real time T,

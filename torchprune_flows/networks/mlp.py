@@ -47,6 +47,9 @@ class MLPField(nn.Module):
                 layers.append(make_activation(activation))
         self.net = nn.Sequential(*layers)
 
+    #: autonomous: the affine stack is the same at every time of a solve (built once per solve)
+    constant_affine_stack = True
+
     def forward(self, t, z):
         return self.net(z)
 
