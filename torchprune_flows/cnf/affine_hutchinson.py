@@ -184,7 +184,7 @@ class _AffineStackWithProbe(torch.autograd.Function):
         folded_weights = rest[5 * (num_layers - 1):]
         needs = ctx.needs_input_grad
         grads = [None] * (4 * num_layers)
-        a_bar = grad_f if grad_f is not None else torch.zeros(z.shape[0], layers[-1].weight.shape[0], dtype=z.dtype)
+        a_bar = grad_f if grad_f is not None else z.new_zeros(z.shape[0], layers[-1].weight.shape[0])
         r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
         grad_z = None
         for i in reversed(range(num_layers)):
