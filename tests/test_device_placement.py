@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 import torchprune_flows as tf
+from conftest import one_error_line
 from torchprune_flows.cnf import backward
 from torchprune_flows.cnf.cnf import with_divergence
 from torchprune_flows.export import exported_dict
@@ -171,6 +172,41 @@ def test_collectives_get_tensors_on_the_backend_device_and_one_gradient_reduce(p
     assert all(t.device.type == "cpu" for t in _tensors(state)) and state["masks"]
 
 
+def _fixed_probes(seed):
+    """A probe sampler drawing from a seeded CPU generator, then moved: the same probes on any device."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def sample(z, kind="gaussian"):
+        if kind == "rademacher":
+            probe = torch.randint(0, 2, z.shape, generator=generator).to(z.dtype) * 2 - 1
+        else:
+            probe = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+        return probe.to(z.device)
+    return sample
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name,kwargs,shape", SOLVES + [("ffjord_l2_h8_tanh_da", dict(num_classes=2, backend="torchdyn"),
+                                                         (2,))], ids=[case[0] for case in SOLVES] + ["torchdyn"])
+def test_cuda_gives_the_cpus_loss_and_gradients(name, kwargs, shape, monkeypatch):
+    from torchprune_flows.cnf import dynamics
+
+    torch.manual_seed(0)
+    net = tf.build_network(name, **kwargs).double()
+    x = _data(shape).double()
+    results = {}
+    for device in ("cpu", "cuda"):
+        monkeypatch.setattr(dynamics, "sample_probe", _fixed_probes(3))  # float64, same probes: same steps
+        net.to(device)
+        results[device] = _train_step_and_evaluate(net, x.to(device))
+    cpu, gpu = results["cpu"], results["cuda"]
+    assert float(gpu["loss"]) == pytest.approx(float(cpu["loss"]), rel=1e-6)
+    flat_cpu = torch.cat([g.reshape(-1) for g in cpu["grads"]])
+    flat_gpu = torch.cat([g.reshape(-1).cpu() for g in gpu["grads"]])
+    assert all(g.is_cuda for g in gpu["grads"])
+    assert torch.linalg.vector_norm(flat_gpu - flat_cpu) <= 1e-5 * torch.linalg.vector_norm(flat_cpu)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_collective_device_under_nccl_is_this_ranks_gpu(tmp_path):
     os.environ.setdefault("LOCAL_RANK", "0")
@@ -198,3 +234,12 @@ def test_the_hessian_analysis_makes_its_tensors_on_the_models_device():
     with torch.device("meta"):
         placed = summary()
     assert placed == reference
+
+
+def test_more_torchrun_processes_than_gpus_is_one_error_line(tiny, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a one-GPU machine
+    assert tiny.run("--device", "cuda") == 2
+    one_error_line(capsys, "local rank 1", "1 GPU(s)", "--nproc_per_node=1")
+    assert not dist.is_initialized() and not os.path.exists(tiny.path("out"))

@@ -26,13 +26,23 @@ import torch.distributed as dist
 from torchprune_flows.pruning import export_state, import_state, prune
 
 
+class DistributedSetupError(RuntimeError):
+    """torchrun's processes cannot each have a GPU of their own (NCCL needs one per process)."""
+
+
 def init_from_environment(device="cpu"):
     """Join the process group torchrun describes; True when running with several ranks."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
         if str(device).startswith("cuda"):  # one GPU per rank: "cuda" then means this rank's GPU
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise DistributedSetupError(
+                    f"torchrun started local rank {local_rank} with --device cuda, but this machine has "
+                    f"{gpus} GPU(s) and NCCL needs one per process: use --nproc_per_node={gpus} or fewer"
+                    if gpus else "--device cuda was given but no CUDA device is available; use --device cpu")
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
     return True
 
