@@ -11,6 +11,10 @@ This file imports nothing from torchprune_flows; its source travels inside every
     flow.log_prob(x)                              # (N,) log-densities in nats; divergence="exact" optional
     flow.sample(100, generator=torch.Generator().manual_seed(0))
 
+On a GPU, load the tensors there (``torch.load(path, map_location="cuda", weights_only=True)``)
+and pass data on it: every tensor the flow makes goes on its data's (or, sampling, its weights')
+device; a CPU generator draws on the CPU, so a seed gives the same probes and samples anywhere.
+
 The dynamics are those of the package's CNF blocks (time rescaled to s in [0, 1], the state
 packed as ``[z.flatten(1), delta_logp]``, the same solver options), so log-densities and samples
 match. Format ``/2`` holds ``stages``: lists of layers (CNF blocks with an MLP, concatsquash or
@@ -77,9 +81,23 @@ class StandaloneFlow:
 
     @staticmethod
     def _probe(block, z, generator):
+        device = z.device if generator is None else generator.device
         if block.get("probe", "gaussian") == "rademacher":
-            return torch.randint(0, 2, z.shape, generator=generator).to(z.dtype).mul_(2).sub_(1)
-        return torch.randn(z.shape, generator=generator, dtype=z.dtype)
+            probe = torch.randint(0, 2, z.shape, generator=generator, device=device).to(z.dtype).mul_(2).sub_(1)
+        else:
+            probe = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=device)
+        return probe.to(z.device)
+
+    @property
+    def device(self):
+        """The device of the flow's weights (where :meth:`sample` puts its draws)."""
+        for stage in self.stages:
+            for layer in stage:
+                for block_layer in layer.get("layers", []):
+                    for tensor in block_layer.values():
+                        if torch.is_tensor(tensor):
+                            return tensor.device
+        return torch.device("cpu")
 
     def _solve(self, block, z, delta_logp, reverse, divergence, generator):
         shape, end_time = z.shape, block["end_time"]
@@ -95,11 +113,11 @@ class StandaloneFlow:
                 elif divergence == "hutchinson":
                     div = (torch.autograd.grad(f, x, probe)[0] * probe).sum(dim=1)
                 else:
-                    div = torch.zeros(f.shape[0], dtype=f.dtype)
+                    div = f.new_zeros(f.shape[0])
             return torch.cat([f * end_time, (-div * end_time).reshape(-1, 1)], dim=1).detach()
 
         solver = block["solver"]
-        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=z.dtype)
+        times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=z.dtype, device=z.device)
         state = torch.cat([z.reshape(shape[0], -1), delta_logp.reshape(-1, 1)], dim=1)
         options = dict(solver["options"])
         if "step_size" not in options:  # adaptive: step exactly onto the end time, as the package does
@@ -133,7 +151,7 @@ class StandaloneFlow:
         ``divergence`` ("exact" / "hutchinson") overrides each block's own; Hutchinson probes
         come from ``generator`` (default: torch's global random stream).
         """
-        delta_logp = torch.zeros(x.shape[0], dtype=x.dtype)
+        delta_logp = x.new_zeros(x.shape[0])
         latents = []
         for i, stage in enumerate(self.stages):
             for layer in stage:
@@ -155,11 +173,12 @@ class StandaloneFlow:
     def sample(self, num_samples, generator=None, z=None):
         """z ~ N(0, I) (or the given ``z``, (N, *data_shape) or flat) mapped to data by the flow run backwards."""
         if z is None:
-            z = torch.randn((num_samples, *self.data_shape), generator=generator)
+            device = self.device if generator is None else generator.device
+            z = torch.randn((num_samples, *self.data_shape), generator=generator, device=device).to(self.device)
         z = z.reshape(z.shape[0], -1)
         sizes = [(c - c // 2) * math.prod(rest) for c, *rest in self.stage_shapes[:-1]]
         parts = torch.split(z, sizes + [z.shape[1] - sum(sizes)], dim=1)
-        delta_logp = torch.zeros(z.shape[0], dtype=z.dtype)
+        delta_logp = z.new_zeros(z.shape[0])
         x = None
         for i in reversed(range(len(self.stages))):
             c, *rest = self.stage_shapes[i]

@@ -211,7 +211,7 @@ def _generator(seed):
 
 def rademacher(dim, generator):
     """One Rademacher vector (entries +-1, float64, CPU): ``randint(0, 2, (dim,)) * 2 - 1``."""
-    return torch.randint(0, 2, (dim,), generator=generator, dtype=DTYPE) * 2 - 1
+    return torch.randint(0, 2, (dim,), generator=generator, dtype=DTYPE, device="cpu") * 2 - 1
 
 
 # -- Lanczos --------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def _lanczos(op, start, steps, stop=None):
             break
         betas.append(beta)
         q = w / beta
-    return torch.tensor(alphas, dtype=DTYPE), torch.tensor(betas, dtype=DTYPE)
+    return torch.tensor(alphas, dtype=DTYPE, device="cpu"), torch.tensor(betas, dtype=DTYPE, device="cpu")
 
 
 def _tridiagonal(alphas, betas):
@@ -260,11 +260,12 @@ def lambda_max(op, iters=100, tol=1e-4, seed=0):
     eigenvalue is also the largest in magnitude; in a saddle with a more negative eigenvalue, it
     is still the top one returned here.
     """
-    start = torch.randn(op.dim, generator=_generator(seed), dtype=DTYPE)
+    # drawn on the CPU, so a seed gives the same start on any device; _lanczos moves it to op.device
+    start = torch.randn(op.dim, generator=_generator(seed), dtype=DTYPE, device="cpu")
 
     def stop(alphas, betas, beta):
-        values, vectors = torch.linalg.eigh(_tridiagonal(torch.tensor(alphas, dtype=DTYPE),
-                                                         torch.tensor(betas, dtype=DTYPE)))
+        values, vectors = torch.linalg.eigh(_tridiagonal(torch.tensor(alphas, dtype=DTYPE, device="cpu"),
+                                                         torch.tensor(betas, dtype=DTYPE, device="cpu")))
         return beta * abs(float(vectors[-1, -1])) <= tol * abs(float(values[-1]))
 
     alphas, betas = _lanczos(op, start, iters, stop)
@@ -294,7 +295,7 @@ def hutchinson_trace(op, probes=100, seed=0):
     for _ in range(probes):
         v = rademacher(op.dim, generator).to(op.device)
         samples.append(float(torch.dot(v, op.matvec(v))))
-    samples = torch.tensor(samples, dtype=DTYPE)
+    samples = torch.tensor(samples, dtype=DTYPE, device="cpu")
     stderr = float(samples.std(unbiased=True) / math.sqrt(probes)) if probes > 1 else math.nan
     return TraceEstimate(float(samples.mean()), stderr, samples)
 

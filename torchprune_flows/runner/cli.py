@@ -198,9 +198,13 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.engine == "torchprune":
         return run_torchprune_engine(args)
-    from .distributed import init_from_environment, is_writer
+    from .distributed import DistributedSetupError, init_from_environment, is_writer
 
-    init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
+    try:
+        init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
+    except DistributedSetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         if args.workers or args.ray_address:
             from .scaleout import _ray

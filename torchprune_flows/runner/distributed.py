@@ -10,6 +10,12 @@ per rank and reported as the mean. Pruning and evaluation run once, on rank 0, a
 and its evaluation numbers, so every rank holds the same network and takes the same decisions
 (best epoch, converged or not) even for a pruning method that draws random numbers. Only rank 0
 writes files.
+
+Collectives run on the backend's device: NCCL reduces CUDA tensors only, so under NCCL each rank
+uses the GPU of its ``LOCAL_RANK`` (:func:`init_from_environment` makes it the current device)
+and every tensor handed to a collective lives there; Gloo's live on the CPU (gradients on the
+parameters' own device). Pruned states travel from rank 0 on the CPU and are moved to each
+rank's network (:func:`prune_once`).
 """
 import os
 import pickle
@@ -20,11 +26,23 @@ import torch.distributed as dist
 from torchprune_flows.pruning import export_state, import_state, prune
 
 
+class DistributedSetupError(RuntimeError):
+    """torchrun's processes cannot each have a GPU of their own (NCCL needs one per process)."""
+
+
 def init_from_environment(device="cpu"):
     """Join the process group torchrun describes; True when running with several ranks."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
+        if str(device).startswith("cuda"):  # one GPU per rank: "cuda" then means this rank's GPU
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise DistributedSetupError(
+                    f"torchrun started local rank {local_rank} with --device cuda, but this machine has "
+                    f"{gpus} GPU(s) and NCCL needs one per process: use --nproc_per_node={gpus} or fewer"
+                    if gpus else "--device cuda was given but no CUDA device is available; use --device cpu")
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
     return True
 
@@ -33,6 +51,13 @@ def rank_and_size():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def collective_device():
+    """Where this rank's collective tensors live: its current GPU under NCCL, else the CPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def is_writer():
@@ -49,16 +74,26 @@ def shard(x, y):
 
 
 def average_gradients(params, local_count):
-    """Gradients of the global batch's mean loss from each rank's shard mean (weighted by size)."""
+    """Gradients of the global batch's mean loss from each rank's shard mean (weighted by size).
+
+    Each rank sends ``local_count * grad`` and ``local_count`` in one flat buffer per (device,
+    dtype), so one all-reduce gives the sum of both over the ranks (shard sizes may differ by one).
+    """
     rank, size = rank_and_size()
     if size == 1:
         return
-    total = torch.tensor([float(local_count)])
-    dist.all_reduce(total)
+    # not DDP: it reduces inside backward, before a rank's failed solve can reach agree_on_failure (README, GPUs)
+    groups = {}
     for param in params:
         if param.grad is not None:
-            param.grad.mul_(local_count / total.item())
-            dist.all_reduce(param.grad)
+            groups.setdefault((param.grad.device, param.grad.dtype), []).append(param.grad)
+    for (device, dtype), grads in groups.items():
+        count = torch.tensor([float(local_count)], dtype=dtype, device=device)
+        flat = torch.cat([grad.reshape(-1) * local_count for grad in grads] + [count])
+        dist.all_reduce(flat)
+        flat = flat[:-1] / flat[-1]
+        for grad, summed in zip(grads, torch.split(flat, [grad.numel() for grad in grads])):
+            grad.copy_(summed.view_as(grad))
 
 
 def global_mean(value, local_count):
@@ -66,7 +101,8 @@ def global_mean(value, local_count):
     rank, size = rank_and_size()
     if size == 1:
         return value
-    buffer = torch.tensor([value * local_count, float(local_count)], dtype=torch.float64)
+    buffer = torch.tensor([value * local_count, float(local_count)], dtype=torch.float64,
+                          device=collective_device())
     dist.all_reduce(buffer)
     return float(buffer[0] / buffer[1])
 
@@ -81,7 +117,7 @@ def agree_on_failure(failure):
     rank, size = rank_and_size()
     if size == 1:
         return failure
-    flag = torch.tensor([1.0 if failure else 0.0])
+    flag = torch.tensor([1.0 if failure else 0.0], device=collective_device())
     dist.all_reduce(flag)
     if flag.item() > 0:
         return failure or "diverged on another rank"
@@ -119,13 +155,19 @@ def run_once(fn, *args, **kwargs):
 def prune_once(net, method, keep_ratio, params_original):
     """Prune ``net`` in place on rank 0 (:func:`torchprune_flows.pruning.prune`); every other rank
     loads rank 0's pruned weights and masks into its ``net``. Returns the pruned state
-    (:func:`torchprune_flows.pruning.export_state`), the same on every rank."""
+    (:func:`torchprune_flows.pruning.export_state`), the same on every rank, on ``net``'s device."""
 
     def prune_here():
         prune(net, method, keep_ratio, params_original)
-        return export_state(net)
+        return _state_on(export_state(net), "cpu")  # not rank 0's GPU: the others unpickle it
 
-    state = run_once(prune_here)
+    device = next(net.parameters()).device
+    state = _state_on(run_once(prune_here), device)
     if rank_and_size()[0] != 0:
         import_state(net, state)
     return state
+
+
+def _state_on(state, device):
+    """An exported state (:func:`torchprune_flows.pruning.export_state`) with its tensors on ``device``."""
+    return {part: {key: tensor.to(device) for key, tensor in tensors.items()} for part, tensors in state.items()}
