@@ -86,6 +86,15 @@ def test_torchprunes_ft_keeps_block_outputs_and_time_weights_and_wt_reaches_its_
     assert report["tabular"]["compressible"] == 4
 
 
+def test_torchprunes_ft_runs_on_tensors_numpy_cannot_read(real_torchprune):
+    """On a GPU torchprune's filter allocator hands SciPy's brentq CUDA tensors, which current
+    SciPy passes to np.isnan: its FT crashed on an H200 until the launcher's compat patch."""
+    broken, _ = _child(real_torchprune, "ft_on_device_tensors.py", "plain")
+    assert "can't convert" in broken["error"]  # the failure the patch is for, reproduced on the CPU
+    patched, _ = _child(real_torchprune, "ft_on_device_tensors.py", "compat")
+    assert "error" not in patched and 0.4 < patched["keep"] <= 0.55
+
+
 # -- configs and workers ---------------------------------------------------------------------
 
 def test_shipped_configs_load_under_torchprunes_own_loader(real_torchprune):

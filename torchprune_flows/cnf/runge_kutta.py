@@ -35,11 +35,8 @@ SAFETY, MAX_GROWTH, MAX_SHRINK = 0.9, 10.0, 0.2
 
 def _coefficients(dtype, device):
     """(7, 7): rows 0-5 the stage inputs of evaluations 2-7, row 6 the error estimate."""
-    table = torch.zeros(7, 7, dtype=torch.float64)
-    for i, row in enumerate(STAGES):
-        table[i, :len(row)] = torch.tensor(row, dtype=torch.float64)
-    table[6] = torch.tensor(ERROR, dtype=torch.float64)
-    return table.to(dtype=dtype, device=device)
+    rows = [list(row) + [0.0] * (7 - len(row)) for row in STAGES] + [list(ERROR)]
+    return torch.tensor(rows, dtype=dtype, device=device)
 
 
 class ErrorNorm:

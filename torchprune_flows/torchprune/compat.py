@@ -10,6 +10,9 @@ plain ``import torchprune_flows``:
   the argument keeps its choice). Only load checkpoints you wrote yourself.
 - Matplotlib 3.10 removed ``FigureCanvasAgg.tostring_rgb``, which torchprune's grapher calls: it
   is provided from ``buffer_rgba``.
+- SciPy's ``brentq`` now calls ``np.isnan`` on the function's value, which fails for the CUDA
+  tensors torchprune's filter allocator returns (its FT crashed on an H200): values are
+  converted to floats first.
 
 Heavy import-time dependencies of torchprune (transformers, datasets, cvxpy, ...) are not
 patched: install them (see the README, "Using it with torchprune").
@@ -50,6 +53,19 @@ def apply():
         load._torchprune_flows_compat = True
         torch.load = load
         done.append("torch.load(weights_only=False)")
+
+    from scipy import optimize
+
+    if not getattr(optimize.brentq, "_torchprune_flows_compat", False):
+        original_brentq = optimize.brentq
+
+        @functools.wraps(original_brentq)
+        def brentq(f, *args, **kwargs):
+            return original_brentq(lambda x, *extra: float(f(x, *extra)), *args, **kwargs)
+
+        brentq._torchprune_flows_compat = True
+        optimize.brentq = brentq
+        done.append("scipy.optimize.brentq(float values)")
 
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
