@@ -4,7 +4,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .dynamics import AugmentedDynamics
+from .dynamics import AugmentedDynamics, SolveSettings
 from .solver import SolverError, SolverSpec, integrate
 
 
@@ -45,7 +45,6 @@ class CNF(nn.Module):
         if delta_logp is None:
             delta_logp = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
         self.reset_nfe()
-        self.odefunc.begin_solve(z)
         state = self.odefunc.pack(z, delta_logp)
         s0, s1 = (1.0, 0.0) if reverse else (0.0, 1.0)
         params = tuple(self.odefunc.parameters())
@@ -58,18 +57,15 @@ class CNF(nn.Module):
         spec = self.solver
         plain_adjoint = spec.adjoint and not spec.seminorm and not spec.fixed_step
         boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
-        self.odefunc.constant_time = spec.adjoint
-        self.odefunc.constant_end_time = boundary
-        self.odefunc.max_evals = spec.max_evals  # a runaway solve stops on every backend
-        self.odefunc.phase_start, self.odefunc.phase = 0, "forward"
+        self.odefunc.begin_solve(z, SolveSettings(constant_time=spec.adjoint, constant_end_time=boundary,
+                                                  max_evals=spec.max_evals))
         if boundary:
             params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)
             if reverse:  # the input sits at time T: dL/dT = -<dL/dy(T), F(T, y(T))>
                 state = EndTimeBoundary.apply(state, end_time, self.odefunc, self.odefunc.probe, -1.0)
         out = integrate(self.odefunc, state, s0, s1, self.solver, adjoint_params=params)
         self.nfe_forward = self._evals_after_forward = self.odefunc.num_evals
-        # the backward solve's budget starts here
-        self.odefunc.phase_start, self.odefunc.phase = self.odefunc.num_evals, "backward (adjoint)"
+        self.odefunc.begin_backward()  # the backward solve's budget starts here
         if not torch.isfinite(out).all():
             raise SolverError("ODE solve produced a non-finite state")
         if boundary and not reverse:  # the output sits at time T: dL/dT = <dL/dz(T), F(T, z(T))>

@@ -1,5 +1,7 @@
 """The augmented dynamics of a CNF: the state and the change of its log-density."""
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -7,6 +9,21 @@ from torch import nn
 from .affine_hutchinson import AffineLayer, field_and_hutchinson, field_hutchinson_and_vjp
 from .divergence import DIVERGENCES, sample_probe
 from .errors import SolverError
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    """What the CNF block tells its dynamics about one solve (see :meth:`AugmentedDynamics.forward`).
+
+    ``constant_time``: the time s is a constant of the field (adjoint solves); ``constant_end_time``:
+    so is T (the plain adjoint, which adds dL/dT from the boundary term); ``max_evals``: the
+    evaluations one solve (forward or backward) may take before it is stopped as runaway
+    (:attr:`~torchprune_flows.cnf.solver.SolverSpec.max_evals`; None: no limit).
+    """
+
+    constant_time: bool = False
+    constant_end_time: bool = False
+    max_evals: Optional[int] = None
 
 
 class AugmentedDynamics(nn.Module):
@@ -18,8 +35,8 @@ class AugmentedDynamics(nn.Module):
     ``num_evals`` counts calls of the vector field; the probe is fixed for the whole solve.
     ``divergence="none"`` integrates the state alone (a neural ODE that is not a density).
 
-    ``constant_time`` and ``constant_end_time`` (set by the CNF block for each solve) make the
-    time s, and the end time T, constants of the vector field. Adjoint solves need no dL/ds, and
+    The :class:`SolveSettings` the CNF block hands :meth:`begin_solve` can make the time s, and
+    the end time T, constants of the vector field. Adjoint solves need no dL/ds, and
     the plain adjoint gets dL/dT from the boundary term instead of the solve (see
     :class:`torchprune_flows.cnf.cnf.EndTimeBoundary`). Backprop through the solver keeps both
     in the graph: torchdiffeq's adaptive step sizes (and so the stage times s) depend on the state
@@ -43,15 +60,13 @@ class AugmentedDynamics(nn.Module):
         self.num_evals = 0
         self.state_shape = None
         self.probe = None
-        self.constant_time = False
-        self.constant_end_time = False
+        self.settings = SolveSettings()
         # Fields that offer ``as_affine_stack`` take the one-pass Hutchinson path
         # (affine_hutchinson.py), whose backward is first-order only, unless a caller needs second
         # derivatives (``cnf.twice_differentiable``)
         self.twice_differentiable = False
-        # Evaluation budget of one solve (forward or backward), set by the CNF block: the guard
-        # that stops a runaway solve on every backend (torchdyn has no step limit of its own)
-        self.max_evals = None
+        # which solve of a block's pass is running, and the evaluation count it started at: the
+        # budget (settings.max_evals) stops a runaway solve on every backend, torchdyn included
         self.phase_start = 0
         self.phase = "forward"
         self._stacks = {}  # this solve's affine stacks (see _affine_stack), by grad mode
@@ -65,8 +80,9 @@ class AugmentedDynamics(nn.Module):
 
     def _check(self, state):
         """Raise :class:`SolverError` on a non-finite state or a solve over its evaluation budget."""
-        if self.max_evals is not None and self.num_evals - self.phase_start > self.max_evals:
-            raise SolverError(f"ODE solver failed in the {self.phase} pass: more than {self.max_evals} "
+        max_evals = self.settings.max_evals
+        if max_evals is not None and self.num_evals - self.phase_start > max_evals:
+            raise SolverError(f"ODE solver failed in the {self.phase} pass: more than {max_evals} "
                               "vector-field evaluations in one solve (max_num_steps exceeded; the dynamics are "
                               "too stiff or diverging)")
         if not torch.isfinite(state).all():
@@ -76,12 +92,19 @@ class AugmentedDynamics(nn.Module):
     def end_time(self):
         return self.sqrt_end_time * self.sqrt_end_time
 
-    def begin_solve(self, z):
-        """Fix the shape of z and the Hutchinson probe for the coming solve."""
+    def begin_solve(self, z, settings=None):
+        """Fix the shape of z, the Hutchinson probe and the :class:`SolveSettings` for the coming
+        solve (and the backward solve of its adjoint: :meth:`begin_backward`)."""
+        self.settings = settings or SolveSettings()
+        self.phase_start, self.phase = self.num_evals, "forward"
         self.state_shape = z.shape[1:]
         self.probe = sample_probe(z, self.probe_kind) if DIVERGENCES[self.divergence].uses_probe else None
         self._stacks = {}
         self._stack_sources = list(self.vector_field.parameters()) + list(self.vector_field.buffers())
+
+    def begin_backward(self):
+        """The forward solve is done: the evaluations from here on are the backward solve's."""
+        self.phase_start, self.phase = self.num_evals, "backward (adjoint)"
 
     def pack(self, z, delta_logp):
         return torch.cat([z.reshape(z.shape[0], -1), delta_logp.reshape(-1, 1)], dim=1)
@@ -146,11 +169,11 @@ class AugmentedDynamics(nn.Module):
         # parameter, dominated the parameters' error norm (56 -> 33 backward evaluations once it
         # left the solve); the CNF block adds dL/dT from the boundary term instead. Under the
         # seminorm the parameters' integrals are outside the error norm, so T stays in the solve.
-        s = t.detach() if self.constant_time and torch.is_tensor(t) else t
+        s = t.detach() if self.settings.constant_time and torch.is_tensor(t) else t
         self.num_evals += 1
         self._check(x)
         create_graph = torch.is_grad_enabled()
-        end_time = self.end_time.detach() if self.constant_end_time else self.end_time
+        end_time = self.end_time.detach() if self.settings.constant_end_time else self.end_time
         f, div = self._field_and_divergence(s * end_time, x, self.probe, create_graph)
         dz = f * end_time
         d_logp = -div * end_time
@@ -162,9 +185,9 @@ class AugmentedDynamics(nn.Module):
         cotangent ``c``, in one forward and one hand-written backward pass over the batch where the
         field is an affine stack (:mod:`.affine_hutchinson`); None otherwise, and the adjoint then
         asks autograd. Only parameter-sized work (masks, gates, shifts, T) goes through autograd."""
-        s = t.detach() if self.constant_time and torch.is_tensor(t) else t
+        s = t.detach() if self.settings.constant_time and torch.is_tensor(t) else t
         with torch.enable_grad():
-            end_time = self.end_time.detach() if self.constant_end_time else self.end_time
+            end_time = self.end_time.detach() if self.settings.constant_end_time else self.end_time
             stack = self._affine_stack(s * end_time, state, create_graph=False)
         if stack is None:
             return None
