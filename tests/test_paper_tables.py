@@ -145,7 +145,7 @@ def test_one_net_gaussians_run_beside_table_s11(cascade_run, tmp_path):
         assert float(row["ours_se"]) == ours[nearest]["test_loss_se"] and row["se_kind"] == "test-set"
     assert [float(r["ours_prune_ratio"]) for r in rows] == pytest.approx([0, 0.4, 0.7, 0.7, 0.7, 0.7, 0.7])
     table = open(os.path.join(run, "analysis", "paper.md")).read()
-    assert "| Sparse Flows(PR=25%) | 25 | 1.157 |" in table and "| 40 (47) |" in table
+    assert "| Sparse Flows(PR=25%) | 25 | 1.157 |" in table and "| 40 (47) ‡ |" and "‡: no finished step within 1.5 points" in table in table
     assert "†: one base net, ± its standard error over the test samples" in table
     assert "λmax: ours" not in table and "no Hessian analysis" in table  # the paper's columns only
     assert "Not in Table S11: WT" in table

@@ -130,8 +130,17 @@ def _ours_cell(entry, decimals):
     return text
 
 
+#: a step this far (absolute prune ratio) from the paper's row is only the nearest one there is
+FAR = 0.015
+
+
+def _far(entry):
+    return abs(entry["ours_prune_ratio"] - entry["paper_prune_ratio"]) > FAR
+
+
 def _at_cell(entry):
-    return f"{percent(entry['ours_prune_ratio'])} ({format_param_count(entry['ours_params'])})"
+    far = " ‡" if _far(entry) else ""
+    return f"{percent(entry['ours_prune_ratio'])} ({format_param_count(entry['ours_params'])}){far}"
 
 
 def _hessian_cell(value, key):
@@ -197,6 +206,9 @@ def section_lines(table, entries, methods, cfg, notes):
         legend.append("ours: mean ± standard error over the base nets that converged (sample std / √n)")
     if "test-set" in kinds:
         legend.append("†: one base net, ± its standard error over the test samples (`test_loss_se`)")
+    if any(_far(e) for e in entries):
+        legend.append(f"‡: no finished step within {FAR * 100:.1f} points of the paper's prune ratio "
+                      "(a run still in progress, or another spacing): the nearest one is shown")
     lines.append("")
     for paragraph in (["; ".join(legend) + "."] if legend else []) + notes:
         lines += [paragraph, ""]
