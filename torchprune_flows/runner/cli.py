@@ -336,8 +336,9 @@ def run_from_command_line(argv=None):
     try:
         return main(argv)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished steps and the last finished epoch are saved; "
-              "rerun the same command to resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun Ctrl-C reaches every rank: one line
+            print("\ninterrupted: finished steps and the last finished epoch are saved; "
+                  "rerun the same command to resume", file=sys.stderr)
         return 130
 
 
