@@ -33,7 +33,7 @@ _FFJORD_LIB_MODULE = "torchprune.util.external.ffjord.lib"
 INSTALL_HINT = (
     "install torchprune v2.2.0 from its repository (it is not on PyPI): "
     "git clone https://github.com/lucaslie/torchprune && pip install --no-deps "
-    "--ignore-requires-python -e ./torchprune/src/torchprune -e ./torchprune/src/experiment, and point "
+    "--ignore-requires-python --use-pep517 -e ./torchprune/src/torchprune -e ./torchprune/src/experiment, and point "
     f"{FFJORD_LIB_ENV} at FFJORD's lib/ folder (git clone https://github.com/rtqichen/ffjord)"
 )
 DEPENDENCY_HINT = (
