@@ -185,7 +185,7 @@ def test_modes_writes_csv_markdown_and_plot(run_dir, tmp_path, capsys):
     check_png(os.path.join(out, "modes.png"))
     # the same seed gives the same numbers; a selection gives fewer rows
     again = str(tmp_path / "again")
-    assert main(["modes", run_dir, "-n", "150", "--methods", "FT", "--keep", "0.31", "--out", again]) == 0
+    assert main(["modes", run_dir, "-n", "150", "--methods", "FT", "--keep", "0.3", "--out", again]) == 0
     selected = _rows(os.path.join(again, "modes.csv"))
     assert [r["step"] for r in selected] == [rows[0]["step"], rows[4]["step"]]
     assert [r["share_near_modes"] for r in selected] == [rows[0]["share_near_modes"], rows[4]["share_near_modes"]]

@@ -219,3 +219,113 @@ def test_ctrl_c_stops_the_ray_sweep_and_a_rerun_resumes(tiny, tmp_path):
         assert open(os.path.join(steps, name), "rb").read() == content  # kept, not redone
     assert len(os.listdir(steps)) == 4
     assert len(_rows(tiny.path("out", "results.csv"))) == 4
+
+
+# -- issue 18: torchrun with --workers, an address nothing answers at, a real cluster ---------
+
+def test_workers_under_torchrun_are_one_line(tiny, capsys, monkeypatch):
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; each rank would start its own Ray instance."""
+    from conftest import one_error_line
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert tiny.run("--workers", "2") == 2
+    one_error_line(capsys, "--workers / --ray-address do not combine with torchrun")
+    assert not os.path.exists(tiny.path("out"))
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_after_a_bounded_wait(tiny):
+    """Ray's own connect retries for minutes (and ignores SIGTERM meanwhile); ours waits
+    --ray-timeout seconds, names the address and how to start a cluster, and writes nothing."""
+    import subprocess
+    import sys
+
+    port = _free_port()  # nothing listens there
+    command = [sys.executable, "-m", "experiment", tiny.write(), "--out", tiny.path("out"), "--workers", "2",
+               "--ray-address", f"127.0.0.1:{port}", "--ray-timeout", "2"]
+    proc = subprocess.run(command, env=tiny.subprocess_env(), cwd=tiny.root, capture_output=True, text=True,
+                          timeout=180)  # a guard against the old minutes-long hang, not a measurement
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"error: no Ray cluster answers at --ray-address 127.0.0.1:{port} within 2 s")
+    assert f"'ray start --head --port {port}'" in lines[0] and "--ray-timeout" in lines[0]
+    assert not os.path.exists(tiny.path("out"))
+
+
+@pytest.fixture
+def ray_head():
+    """A real Ray head node on this machine (2 CPUs, no token authentication, its own temp folder
+    so that no other process's ray.init() joins it); stopped by killing its processes."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    if not os.path.exists(ray_cli):
+        pytest.skip("the ray command is not installed beside this Python")
+    temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths live under it
+    port = _free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    try:
+        subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _processes_mentioning(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 15
+            while _processes_mentioning(temp) and time.time() < deadline:
+                time.sleep(0.2)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*registered again")
+def test_a_real_cluster_gives_the_sequential_results(tiny, ray_head, monkeypatch, clean_modules):
+    """--ray-address against a head node started here: the results of the sequential run, with
+    the network from a plugin *file* that the cluster's workers import from its path."""
+    import subprocess
+    import sys
+
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    module, name = f"cluster_flows_{tag}", f"cluster_flow_{tag}"
+    os.makedirs(tiny.path("flows"))
+    with open(tiny.path("flows", module + ".py"), "w") as handle:
+        handle.write(PLUGIN_HEAD + f"""
+
+@tf.register_network("{name}")
+def make(num_classes=2, num_in_channels=None, **kwargs):
+    return SmallFlow(num_classes, 8)
+""")
+    clean_modules.append(module)
+    tiny.cfg["network"]["name"] = name
+    tiny.cfg["plugins"] = [tiny.path("flows", module + ".py")]
+    tiny.cfg["training"]["numEpochs"] = 1
+    tiny.cfg["experiments"]["spacing"] = [{"type": "manual", "values": [0.6, 0.3]}]
+    assert tiny.run(out="sequential") == 0
+    env = dict(tiny.subprocess_env(), RAY_AUTH_MODE="disabled")
+    command = [sys.executable, "-m", "experiment", tiny.write(), "--out", tiny.path("cluster"),
+               "--ray-address", ray_head]
+    proc = subprocess.run(command, env=env, cwd=tiny.root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _rows(tiny.path("cluster", "results.csv")) == _rows(tiny.path("sequential", "results.csv"))
+    assert sorted(os.listdir(tiny.path("cluster", "steps"))) == sorted(os.listdir(tiny.path("sequential", "steps")))

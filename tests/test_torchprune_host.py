@@ -105,14 +105,18 @@ def test_shipped_configs_load_under_torchprunes_own_loader(real_torchprune):
         assert entry["keep_ratios"] > 0 and {"minVal", "maxVal"} <= set(entry["plotting"]), path
 
 
-def test_spawned_workers_resolve_our_entries_and_the_plugins(real_torchprune, tmp_path):
-    (tmp_path / "spawn_plugin.py").write_text(
+@pytest.mark.parametrize("as_file", [False, True])
+def test_spawned_workers_resolve_our_entries_and_the_plugins(real_torchprune, tmp_path, as_file):
+    folder = tmp_path / "plugins" if as_file else tmp_path  # a file plugin's folder is on no path
+    folder.mkdir(exist_ok=True)
+    (folder / "spawn_plugin.py").write_text(
         "from torchprune_flows.registry import register_network\n\n\n"
         "@register_network('spawn_test_flow')\n"
         "def spawn_test_flow(num_classes, **kwargs):\n"
         "    return 'plugin flow'\n")
     shutil.copy(os.path.join(CHILDREN, "spawned_worker.py"), tmp_path)
-    proc = real_torchprune.python(["spawned_worker.py", "spawn_plugin"], cwd=str(tmp_path), timeout=300)
+    plugin = str(folder / "spawn_plugin.py") if as_file else "spawn_plugin"
+    proc = real_torchprune.python(["spawned_worker.py", plugin], cwd=str(tmp_path), timeout=300)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {"paper_name_is_ours": True, "plugin_net": "plugin flow"}
 
@@ -235,3 +239,80 @@ def test_launcher_without_torchprune_says_what_to_install(tiny, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: torchprune is not installed; install torchprune v2.2.0 from its repository")
     assert "pip install --no-deps --ignore-requires-python" in line
+
+
+# -- issue 18: where FFJORD's lib/ is, and a torchprune/ folder that hides the package ---------
+
+def _launcher(tiny, capsys):
+    from torchprune_flows.runner.cli import main
+
+    tiny.cfg["training"].pop("datasetKwargs", None)
+    code = main([tiny.write(), "--engine", "torchprune"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_torchprune_folder_without_init_is_one_line(tiny, capsys, monkeypatch):
+    """A clone of torchprune's repository in the current folder imports as a namespace package
+    under ``python -m`` (the current folder first on sys.path): no package file to start from."""
+    os.makedirs(tiny.path("torchprune", "src"))
+    monkeypatch.syspath_prepend(tiny.root)
+    code, err = _launcher(tiny, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: 'torchprune' imports as {tiny.path('torchprune')}, a folder without "
+                             "__init__.py"), err
+    assert "torchprune-flows command" in err[0]
+
+
+def test_without_ffjords_lib_the_launcher_says_where_to_point(tiny, capsys, monkeypatch):
+    """A regular install of torchprune has no util/external/ffjord/lib (no __init__.py, not
+    installed): the one line names TORCHPRUNE_FLOWS_FFJORD_LIB, and a wrong value is named too."""
+    package = tiny.path("site", "torchprune")
+    os.makedirs(os.path.join(package, "util", "external", "ffjord"))
+    for folder in ("", "util", os.path.join("util", "external"), os.path.join("util", "external", "ffjord")):
+        open(os.path.join(package, folder, "__init__.py"), "w").close()  # the installed package's layout
+    monkeypatch.syspath_prepend(tiny.path("site"))
+    monkeypatch.delenv("TORCHPRUNE_FLOWS_FFJORD_LIB", raising=False)
+    code, err = _launcher(tiny, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{package}/util/external/ffjord/lib does not exist" in err[0]
+    assert "a regular install leaves it out" in err[0] and "TORCHPRUNE_FLOWS_FFJORD_LIB=" in err[0]
+    monkeypatch.setenv("TORCHPRUNE_FLOWS_FFJORD_LIB", tiny.path("site"))
+    code, err = _launcher(tiny, capsys)
+    assert code == 2 and err == [f"error: TORCHPRUNE_FLOWS_FFJORD_LIB={tiny.path('site')} holds no FFJORD lib/ folder "
+                                 f"(expected {tiny.path('site')}/layers or {tiny.path('site')}/lib/layers); point it "
+                                 "at the lib/ folder of github.com/rtqichen/ffjord"]
+
+
+def test_ffjords_lib_from_the_environment_serves_both_of_torchprunes_imports(real_torchprune, tmp_path):
+    """With FFJORD's lib/ only at TORCHPRUNE_FLOWS_FFJORD_LIB (not in torchprune's tree), torchprune's
+    relative import (torchprune.util.external.ffjord.lib) and absolute one (lib.odenvp) both load it,
+    in the launcher's process and in a worker it spawns."""
+    import shutil
+
+    tree = tmp_path / "tp_source"
+    shutil.copytree(real_torchprune.torchprune_src, tree)
+    shutil.rmtree(tree / "torchprune" / "util" / "external" / "ffjord" / "lib")  # as a regular install leaves it
+    lib = os.path.join(real_torchprune.ffjord, "lib")
+    code = (
+        "import json, os, sys\n"
+        "from torchprune_flows.torchprune import engine\n"
+        "engine.compat.apply(); engine.export_to_workers([]); engine._ffjord_on_path()\n"
+        "import torchprune\n"
+        "from torchprune.util.external.ffjord.lib import layers\n"
+        "import lib.odenvp\n"
+        "import subprocess\n"
+        "child = subprocess.run([sys.executable, '-c', 'import torchprune_flows, torchprune.util.models.ffjord_cnf "
+        "as m; print(m.layers.__file__)'], capture_output=True, text=True)\n"
+        "print(json.dumps({'layers': layers.__file__, 'odenvp': lib.odenvp.__file__, 'worker': child.stdout.strip(),"
+        " 'worker_err': child.stderr[-500:]}))\n")
+    env = real_torchprune.env(with_runner=False, TORCHPRUNE_FLOWS_FFJORD_LIB=lib)
+    env["PYTHONPATH"] = os.pathsep.join([real_torchprune.stubs, str(tree), REPO_ROOT])  # no ffjord folder
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["layers"].startswith(lib) and report["odenvp"].startswith(lib)
+    assert report["worker"].startswith(lib), report["worker_err"]

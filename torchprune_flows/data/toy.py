@@ -93,8 +93,11 @@ class ToyDataset(RowDataset):
 
     def __init__(self, root=None, train=True, download=True, transform=None, split=None, seed=0,
                  file_dir=None, num_train=None, num_test=None):
-        self.num_train = num_train or self.num_train
-        self.num_test = num_test or self.num_test
+        for name, value in (("num_train", num_train), ("num_test", num_test)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer (None: the dataset's own size), got {value!r}")
+        self.num_train = num_train if num_train is not None else self.num_train
+        self.num_test = num_test if num_test is not None else self.num_test
         self.split = resolve_split(train, split)
         self.transform = transform
         train_x, _ = self._generated(seed, "train")

@@ -12,7 +12,7 @@ examples=["ffjord_l2_h8_tanh"], choices={"activation": Choices(["tanh", "relu"])
 :func:`list_families` lists every family with its examples (small members that build fast).
 """
 from .core import Choices, Example, InvalidFieldError, Registry, UnknownNameError
-from .plugins import ENTRY_POINT_GROUP, PluginImportError, load_entry_point_plugins, load_plugins
+from .plugins import ENTRY_POINT_GROUP, PluginImportError, load_entry_point_plugins, load_plugins, plugin_reference
 
 NETWORKS = Registry("network")
 DATASETS = Registry("dataset")
@@ -67,6 +67,6 @@ def list_families(kind="network", pattern=None):
 __all__ = [
     "Choices", "DATASETS", "ENTRY_POINT_GROUP", "Example", "InvalidFieldError", "LOSSES", "METRICS",
     "NETWORKS", "REGISTRIES", "PluginImportError", "Registry", "UnknownNameError", "build_dataset",
-    "build_network", "list_entries", "list_families", "load_entry_point_plugins", "load_plugins", "register_dataset",
-    "register_loss", "register_metric", "register_network",
+    "build_network", "list_entries", "list_families", "load_entry_point_plugins", "load_plugins", "plugin_reference",
+    "register_dataset", "register_loss", "register_metric", "register_network",
 ]

@@ -4,6 +4,7 @@ Files are written to a temporary file and renamed, with the usual permissions (0
 umask, as ``open`` gives). A file that cannot be read back (truncated by a full disk, edited by
 hand) raises :class:`CorruptFileError`, one line that names it and the fix.
 """
+import io
 import json
 import os
 import tempfile
@@ -28,16 +29,24 @@ def _umask():
 
 
 def atomic_write(path, write):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    """Write ``path`` through ``write(handle)``, atomically. The content is serialised in memory
+    first, so a full disk or a file-size limit is always an OSError naming ``path`` (torch.save
+    and PIL report it in ways of their own), and the previous file (or none) stays in place."""
+    buffer = io.BytesIO()
+    write(buffer)
+    tmp = None
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            handle.write(buffer.getbuffer())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise OSError(err.errno, err.strerror, path) from err
         raise
 
 

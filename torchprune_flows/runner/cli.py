@@ -15,7 +15,7 @@ import sys
 from torchprune_flows.data.checks import DataFileError
 from torchprune_flows.pruning import PruningError, canonical_method, count_parameters
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
-                                       UnknownNameError, load_entry_point_plugins, load_plugins)
+                                       UnknownNameError, load_entry_point_plugins, load_plugins, plugin_reference)
 
 from .checkpoints import CorruptFileError
 from .config import ConfigError, load_config, resolve_config
@@ -35,13 +35,15 @@ def parse_args(argv):
                         help="override a config entry, value parsed as YAML (repeatable)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
-                        help="import MODULE before resolving names (repeatable)")
+                        help="import MODULE (a module name, or a .py file) before resolving names (repeatable)")
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="torch threads (default: 1 for networks under 1M parameters, else the "
                              "free cores; TORCHPRUNE_FLOWS_THREADS or OMP_NUM_THREADS also set it)")
     parser.add_argument("--workers", type=_positive_int, metavar="N",
                         help="run the sweep's independent chains as N parallel Ray tasks (pip install -e '.[ray]')")
     parser.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster at ADDR instead of a local one")
+    parser.add_argument("--ray-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                        help="how long to wait for the cluster at --ray-address (default 20)")
     parser.add_argument("--engine", choices=["ours", "torchprune"], default="ours",
                         help="'torchprune': run torchprune's own runner on CONFIG with our networks, "
                              "datasets, losses and metrics (it needs torchprune installed; results go "
@@ -56,6 +58,16 @@ def _positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got '{text}'")
     return value
 
 
@@ -110,11 +122,11 @@ def prepare(args):
             raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
     resolved = resolve_config(args.config, args.overrides)
     cfg = resolved.cfg
-    plugins = list(dict.fromkeys(list(cfg.get("plugins", [])) + args.plugins))
+    plugins = list(dict.fromkeys(plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins))
     load_plugins(plugins)
     load_entry_point_plugins()
-    if args.plugins:  # the run records every plugin it needs, so sample/analyze load them too
-        cfg["plugins"] = plugins
+    if plugins != cfg.get("plugins", []):  # the run records every plugin it needs (files by their
+        cfg["plugins"] = plugins  # absolute path), so sample, analyze and workers load them too
         for run in resolved.runs:
             run.cfg["plugins"] = plugins
     out_dir = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
@@ -135,23 +147,83 @@ def prepare(args):
             experiment.splits
         except (FileNotFoundError, DataFileError) as err:
             raise UsageError(str(err)) from err
+        check_split_sizes(run.cfg, experiment.splits)
         runs.append(experiment)
+    if any(e.mode != "train" and not e.keep_ratios for e in runs):
+        print("warning: experiments.spacing gives no keep ratio: only the base nets are trained, nothing is "
+              "pruned", file=sys.stderr)
     return cfg, out_dir, runs
 
 
+def check_split_sizes(cfg, splits):
+    """Every split must hold at least one row (one batch): an empty one would train on nothing
+    or divide by zero in its evaluation, after the reference had trained."""
+    names = {"train": "training", "val": "validation", "test": "test"}
+    for split, data in splits.items():
+        if len(data) == 0:
+            sizes = ", ".join(f"{names[s]} {len(d)}" for s, d in splits.items())
+            kwargs = cfg["training"]["datasetKwargs"]
+            given = f" with training.datasetKwargs {kwargs}" if kwargs else ""
+            raise UsageError(f"the {names[split]} split of {cfg['network']['dataset']}{given} has no rows "
+                             f"(rows per split: {sizes}; validation is 10 % of the training rows); every split "
+                             "needs at least one: use more rows")
+
+
 def check_resume(out_dir, cfg):
-    """A folder may only be resumed with the config that started it, give or take
-    ``experiments.control``: the dense control only adds steps, so a long run can get it later."""
+    """A folder may only be resumed with the config that started it; one in which no step has
+    finished is not a run yet. Returns the earlier config's first difference (a key) when this
+    config takes such a folder over (:func:`take_over`), else None."""
     folder = RunFolder(out_dir)
-    if os.path.exists(folder.config_path):
-        if _without_control(folder.read_config()) != _without_control(cfg):
-            raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
+    if not os.path.exists(folder.config_path):
+        return None
+    try:
+        earlier = folder.read_config()
+    except (OSError, ValueError) as err:  # yaml's errors are ValueErrors
+        raise UsageError(f"cannot read {folder.config_path} ({type(err).__name__}); pass --out NEW_DIR or "
+                         f"delete {out_dir}") from err
+    if _without_control(earlier) == _without_control(cfg):  # the dense control only adds steps
+        return None
+    if _finished_steps(out_dir):
+        raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
+    return _first_difference(earlier, cfg) or "config"
 
 
 def _without_control(cfg):
     if not isinstance(cfg, dict) or not isinstance(cfg.get("experiments"), dict):
         return cfg
     return {**cfg, "experiments": {k: v for k, v in cfg["experiments"].items() if k != "control"}}
+
+
+def _run_folders(out_dir):
+    """``out_dir`` and its sub-folders that hold a run (a customization's)."""
+    subfolders = [os.path.join(out_dir, name) for name in sorted(os.listdir(out_dir))] if os.path.isdir(out_dir) else []
+    return [out_dir] + [f for f in subfolders if os.path.isfile(os.path.join(f, "config.yaml"))]
+
+
+def _finished_steps(out_dir):
+    return any(RunFolder(f).read_records() for f in _run_folders(out_dir))
+
+
+def _first_difference(a, b, path=""):
+    """The dotted key of the first entry in which ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    return path
+
+
+def take_over(out_dir, difference):
+    """Start a folder with no finished step afresh for this config: its earlier config's
+    unfinished checkpoints and logs go (a resume would continue them), and one line says so."""
+    for folder in _run_folders(out_dir):
+        for sub, suffix in (("checkpoints", ".pt"), ("logs", ".jsonl")):
+            path = os.path.join(folder, sub)
+            for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
+                if name.endswith(suffix):
+                    os.remove(os.path.join(path, name))
+    print(f"warning: {out_dir} held no finished step of another config (it differs in {difference}); "
+          "this run takes it over from the start", file=sys.stderr)
 
 
 def _lock_folder(out_dir):
@@ -188,10 +260,20 @@ def run_torchprune_engine(args):
         if cfg["experiments"].get("control") == "dense":
             raise ConfigError("experiments.control only applies to our runner (torchprune's has no dense control); "
                               "drop it, or run without --engine torchprune")
-        return run(args.config, list(cfg.get("plugins", [])) + args.plugins)
+        return run(args.config, [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins])
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def check_launch(args):
+    """Ways of starting that cannot work, before anything starts."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (args.workers or args.ray_address):
+        raise UsageError("--workers / --ray-address do not combine with torchrun (each Ray task trains in one "
+                         "process): run 'torchrun ... -m experiment CONFIG' without them, or "
+                         "'python -m experiment CONFIG --workers N' without torchrun")
+    if args.ray_timeout is not None and not args.ray_address:
+        raise UsageError("--ray-timeout is the wait for the cluster at --ray-address; give --ray-address too")
 
 
 def main(argv=None):
@@ -201,40 +283,67 @@ def main(argv=None):
     from .distributed import DistributedSetupError, init_from_environment, is_writer
 
     try:
+        check_launch(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
     except DistributedSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    cluster = None
     try:
-        if args.workers or args.ray_address:
-            from .scaleout import _ray
-
-            _ray()  # says what to install before anything is written
-        cfg, out_dir, runs = prepare(args)
-        check_resume(out_dir, cfg)
-    except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError,
-            ScaleOutError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from .allocator import keep_freed_memory
-    from .threads import use_threads
-
-    use_threads(args.threads, max(e.num_parameters for e in runs))
-    keep_freed_memory()
-    os.makedirs(out_dir, exist_ok=True)
-    if not is_writer():  # another rank of this torchrun job holds the folder
-        return _run_all(cfg, out_dir, runs, args)
-    lock = _lock_folder(out_dir)
-    if lock is None:
-        print(f"error: another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR",
-              file=sys.stderr)
-        return 2
-    with lock:
         try:
-            return _run_all(cfg, out_dir, runs, args)
-        except (CorruptFileError, ScaleOutError) as err:  # a damaged step record or checkpoint of an earlier run
+            if args.workers or args.ray_address:
+                from .scaleout import _ray
+
+                _ray()  # says what to install before anything is written
+            cfg, out_dir, runs = prepare(args)
+            taking_over = check_resume(out_dir, cfg)
+            if args.ray_address:  # joined before anything is written: a wrong address leaves nothing
+                from .scaleout import CONNECT_TIMEOUT, connect
+
+                cluster = connect(args.ray_address, args.ray_timeout or CONNECT_TIMEOUT)
+        except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError,
+                ScaleOutError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        from .allocator import keep_freed_memory
+        from .threads import use_threads
+
+        use_threads(args.threads, max(e.num_parameters for e in runs))
+        keep_freed_memory()
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            lock = _lock_folder(out_dir) if is_writer() else None
+        except OSError as err:
+            print(f"error: cannot write to {out_dir}: {err.strerror or err}", file=sys.stderr)
+            return 2
+        if not is_writer():  # another rank of this torchrun job holds the folder
+            return _run_all(cfg, out_dir, runs, args)
+        if lock is None:
+            print(f"error: another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR",
+                  file=sys.stderr)
+            return 2
+        with lock:
+            try:
+                if taking_over and check_resume(out_dir, cfg):  # again, now that no other run can write
+                    take_over(out_dir, taking_over)
+                return _run_all(cfg, out_dir, runs, args)
+            except (CorruptFileError, ScaleOutError, UsageError) as err:  # e.g. a damaged step record of an earlier run
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            except OSError as err:
+                if err.filename is None:
+                    raise
+                print(f"error: cannot write {err.filename} ({err.strerror or err}); finished steps are kept: "
+                      "make room (or raise the limit) and rerun the same command to complete the run",
+                      file=sys.stderr)
+                return 2
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def run_from_command_line(argv=None):
@@ -242,8 +351,9 @@ def run_from_command_line(argv=None):
     try:
         return main(argv)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished steps and the last finished epoch are saved; "
-              "rerun the same command to resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun Ctrl-C reaches every rank: one line
+            print("\ninterrupted: finished steps and the last finished epoch are saved; "
+                  "rerun the same command to resume", file=sys.stderr)
         return 130
 
 

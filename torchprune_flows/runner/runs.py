@@ -17,8 +17,9 @@ Step names: ``net{N}_ReferenceNet`` for a base net, ``net{N}_rep{R}_{method}_{i:
 ratio), ``net{N}_rep{R}_DenseControl_{i:02d}`` for the ``i``-th cycle of the dense control
 (``experiments.control: dense``); a row's ``cycle`` is ``i + 1`` (0 for a base net). Reading
 back, a step is found by its exact key ``(net, repetition, method, keep ratio)``
-(:meth:`RunFolder.find`; the control's cycles share a key: the first is found); only a keep
-ratio typed by a user is matched to the closest finished one (:meth:`RunFolder.select`).
+(:meth:`RunFolder.find`; the control's cycles share a key: the first is found); a keep ratio
+typed by a user matches a finished step's within the rounding of an achieved ratio
+(:data:`KEEP_TOLERANCE`, :meth:`RunFolder.select`).
 """
 import os
 
@@ -33,6 +34,13 @@ from .results import DENSE_CONTROL, REFERENCE
 
 class RunError(ValueError):
     """A folder or a selection that does not exist; printed as one line."""
+
+
+def keep_matches(typed, nominal, achieved=None):
+    """Whether a user-typed keep ratio means a step of keep ratio ``nominal`` (that achieved
+    ``achieved``): equal to either within 0.5 % (how closely pruning meets a ratio) or 5e-4 (the
+    report's prune ratios are shown to 0.1 %)."""
+    return any(abs(typed - ratio) <= max(0.005 * ratio, 5e-4) for ratio in (nominal, achieved) if ratio is not None)
 
 
 def result_subfolders(parent):
@@ -137,12 +145,19 @@ class RunFolder:
     def open(cls, run_dir):
         """The finished run at ``run_dir``: its config (plugins loaded) and step records."""
         folder = cls(run_dir)
-        if not os.path.isdir(folder.path("steps")) or not os.path.exists(folder.config_path):
+        if not os.path.exists(folder.config_path):
             raise RunError(f"{run_dir} is not an experiment folder (expected {folder.config_path} and steps/); "
                            "pass the --out folder of a run (one per customization)")
+        folder.steps = folder.read_records()
+        runs = [] if folder.steps else result_subfolders(run_dir)
+        if runs:
+            raise RunError(f"{run_dir} holds one run per customization; pass one of its folders: "
+                           f"{', '.join(os.path.join(run_dir, name) for name in runs)}")
+        if not folder.steps:
+            raise RunError(f"no finished step yet in {run_dir} (the run is in progress or was interrupted); "
+                           "wait for its first step, or rerun its command to resume it")
         folder.cfg = folder.read_config()
         load_plugins(folder.cfg.get("plugins", []))
-        folder.steps = folder.read_records()
         return folder
 
     def find(self, net, repetition, method, keep_ratio):
@@ -153,9 +168,10 @@ class RunFolder:
                 return step
         return None
 
-    def select(self, method=None, keep=None, net=0, repetition=0):
-        """Step of the base net (``method`` None), or of the finished pruned net closest to a
-        user-given ``keep``; RunError when there is none."""
+    def select(self, method=None, keep=None, net=0, repetition=0, closest=False):
+        """Step of the base net (``method`` None), or of the finished pruned net whose keep ratio
+        a user-typed ``keep`` means (:func:`keep_matches`; ``closest``: the nearest finished one,
+        for defaults no user typed); RunError when there is none."""
         if method is None:
             candidates = {s: r for s, r in self.steps.items() if r["method"] == REFERENCE and r["net"] == net}
         else:
@@ -169,7 +185,41 @@ class RunFolder:
             return next(iter(candidates))
         if keep is None:
             raise RunError("give --keep with --method: the keep ratio of the pruned net to load")
-        return min(candidates, key=lambda s: abs(candidates[s]["keep_ratio"] - keep))
+        if not 0.0 < keep <= 1.0:
+            raise RunError(f"--keep {keep:g} is outside (0, 1]; keep ratios are the fraction of weights kept")
+        nearest = lambda s: abs(candidates[s]["keep_ratio"] - keep)  # noqa: E731
+        if closest:
+            return min(candidates, key=nearest)
+        matches = [s for s, r in candidates.items() if keep_matches(keep, r["keep_ratio"], _achieved(r))]
+        if matches:
+            return min(matches, key=nearest)
+        finished = ", ".join(f"{r:.4g}" for r in sorted({c["keep_ratio"] for c in candidates.values()}, reverse=True))
+        pending = any(keep_matches(keep, ratio) for ratio in self._configured_ratios())
+        state = "is not finished yet" if pending else "is not a keep ratio of this run"
+        raise RunError(f"--keep {keep:g} for {method} (net {net}, repetition {repetition}) {state} in "
+                       f"{self.run_dir}; finished keep ratios: {finished}")
+
+    def require_converged(self, step, use="sampled"):
+        """RunError naming ``step``, its recorded reason and the steps that can be ``use``-d, when
+        its training did not converge (its checkpoint then holds the pruned, untrained weights)."""
+        row = self.steps[step]
+        if row.get("converged", True) in (True, "True", "true"):
+            return
+        reason = (row.get("extra") or {}).get("error") or "no reason recorded"
+        usable = [s for s, r in self.steps.items() if r.get("converged", True) in (True, "True", "true")
+                  and r["net"] == row["net"]]
+        shown = ", ".join(_describe(self.steps[s]) for s in usable) or "none"
+        raise RunError(f"step {step} ({_describe(row)}) did not converge ({reason}) and cannot be {use}; "
+                       f"finished steps of net {row['net']} that can: {shown}")
+
+    def _configured_ratios(self):
+        """The keep ratios the run's config asks for (empty if the config cannot say)."""
+        from .config.schema import keep_ratios
+
+        try:
+            return keep_ratios((self.cfg or {}).get("experiments") or {})
+        except Exception:  # noqa: BLE001  (only used to word a message)
+            return []
 
     def load_network(self, step, device="cpu"):
         """The trained (and pruned) network of ``step`` with its masks in place."""
@@ -178,3 +228,19 @@ class RunFolder:
         state = self.load_state(step, map_location=device)
         return import_state(build_network(self.cfg, device), state).eval()
 
+
+
+def _achieved(row):
+    """The fraction of parameters a step's net kept, when its record says."""
+    try:
+        return float(row["params"]) / float(row["params_original"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _describe(row):
+    """``unpruned`` or ``FilterThresNet keep 0.2`` (repetition added when not 0)."""
+    if row["method"] == REFERENCE:
+        return "unpruned"
+    rep = f" repetition {row['repetition']}" if row.get("repetition") else ""
+    return f"{row['method']} keep {float(row['keep_ratio']):.4g}{rep}"

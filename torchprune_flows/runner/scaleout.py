@@ -25,6 +25,16 @@ from tqdm import tqdm
 INSTALL_HINT = "--workers needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install ray)"
 
 
+#: seconds to wait for a cluster at --ray-address (``--ray-timeout``)
+CONNECT_TIMEOUT = 20.0
+
+#: Ray's workers raise their own niceness by 15 (``worker_niceness``) unless told otherwise: beside
+#: other CPU-bound processes a chain then gets a few per cent of a core (a reference's 3 epochs
+#: took 107 s instead of 5.2 s). A local instance is started without it; on a joined cluster the
+#: tasks' workers start with this environment, which keeps them at the cluster's own niceness.
+NORMAL_PRIORITY = {"env_vars": {"RAY_worker_niceness": "0"}}
+
+
 class ScaleOutError(Exception):
     """Ray is missing or cannot start; the message says what to do."""
 
@@ -34,6 +44,66 @@ def _ray():
         import ray
     except ImportError as err:
         raise ScaleOutError(INSTALL_HINT) from err
+    return ray
+
+
+def _host_and_port(address):
+    """``(host, port)`` of a ``HOST:PORT`` or ``ray://HOST[:PORT]`` address; None for others (``auto``)."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = rest.rpartition(":")
+    if address.startswith("ray://") and not port.isdigit():
+        host, port = rest, "10001"  # the Ray client's default port
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _reachable(host, port, timeout):
+    """None when something accepts TCP connections at ``host:port`` within ``timeout`` seconds
+    (a head node that is still starting gets the whole wait), else the last error."""
+    import socket
+    import time
+
+    deadline, error = time.monotonic() + timeout, None
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(left, 5.0))):
+                return None
+        except OSError as err:
+            error = err
+        if deadline - time.monotonic() <= 0:
+            return error
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def connect(address, timeout):
+    """Join the Ray cluster at ``address`` (before the run folder is written): a bounded wait.
+
+    Ray's own connect retries for minutes when nothing listens at the address (and cannot be
+    interrupted meanwhile), so the address is first checked with plain TCP for ``timeout``
+    seconds; :class:`ScaleOutError` names the address and how to start a cluster there.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    target = _host_and_port(address)
+    if target is not None:
+        error = _reachable(*target, timeout)
+        if error is not None:
+            raise ScaleOutError(
+                f"no Ray cluster answers at --ray-address {address} within {timeout:g} s "
+                f"({type(error).__name__}: {error}); start one on that machine with "
+                f"'ray start --head --port {target[1]}' (it prints the address to pass), or wait longer "
+                "with --ray-timeout SECONDS")
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as err:  # noqa: BLE001  (Ray reports a failed connect in many ways)
+        hint = ("; a cluster with token authentication (what 'ray start' sets up by default in Ray 2.60) "
+                "needs RAY_AUTH_MODE=token here and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+                if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" else "")
+        raise ScaleOutError(f"cannot join the Ray cluster at {address} ({type(err).__name__}: "
+                            f"{(str(err).splitlines() or [''])[0]}){hint}") from err
     return ray
 
 
@@ -114,7 +184,10 @@ class LocalRay:
 
     def __init__(self, ray, workers, warm_up=None):
         self._ray = ray
-        self._init = dict(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even where `ray start` left an address for ray.init() to join;
+        # niceness 0: Ray's workers otherwise renice themselves by +15 (see NORMAL_PRIORITY)
+        self._init = dict(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                          _system_config={"worker_niceness": 0})
         self._warm_up = warm_up
         self._up, self._done = threading.Event(), threading.Event()
         self.error = self.warm = None
@@ -195,6 +268,8 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     plugins = list(plugins)
     gpu = 1 if experiment.device.type == "cuda" else 0
     options = dict(num_cpus=1, num_gpus=gpu, max_retries=3, retry_exceptions=False)
+    if address:  # a joined cluster: its workers would run at niceness +15 (a local instance starts without)
+        options["runtime_env"] = NORMAL_PRIORITY
     reference_task = ray.remote(reference_chain).options(**options)
     pruning_task = ray.remote(pruning_chain).options(**options)
     control_task = ray.remote(control_chain).options(**options)
@@ -202,11 +277,8 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     chains = exp["numRepetitions"] * per_rep if experiment.mode != "train" else 0
     local, started_here = None, False
     if not ray.is_initialized():
-        if address:
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except Exception as err:  # noqa: BLE001
-                raise ScaleOutError(_cannot_start(err)) from err
+        if address:  # the command line connects first (:func:`connect`); this is for other callers
+            connect(address, CONNECT_TIMEOUT)
             started_here = True
         else:
             warm_task = ray.remote(warm_worker).options(num_cpus=1, num_gpus=0)
@@ -247,6 +319,11 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                     chain = control_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, reference)
                     pending[chain] = len(experiment.keep_ratios)
                     steps[chain] = [folder.control_step(net_idx, rep, i) for i in range(len(experiment.keep_ratios))]
+        warm = []  # a joined cluster's workers for the chains start while the reference trains
+        if local is None and address and exp["numNets"] == 1 and chains:
+            spare = int(ray.cluster_resources().get("CPU", 1)) - 1  # one CPU stays the reference's
+            warm_task = ray.remote(warm_worker).options(num_cpus=1, num_gpus=0, runtime_env=NORMAL_PRIORITY)
+            warm = [warm_task.remote(plugins) for _ in range(min(chains, spare))]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)  # returns as soon as one is done
             if done:
@@ -276,5 +353,5 @@ def _stop(ray, pending, local, started_here, wait):
         ray.shutdown()
 
 
-__all__ = ["INSTALL_HINT", "LocalRay", "ScaleOutError", "control_chain", "pruning_chain", "reference_chain",
-           "run_on_ray", "warm_worker"]
+__all__ = ["CONNECT_TIMEOUT", "INSTALL_HINT", "LocalRay", "NORMAL_PRIORITY", "ScaleOutError", "connect", "control_chain",
+           "pruning_chain", "reference_chain", "run_on_ray", "warm_worker"]

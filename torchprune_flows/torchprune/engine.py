@@ -26,16 +26,20 @@ import sys
 from . import compat
 
 PLUGINS_ENV = "TORCHPRUNE_FLOWS_PLUGINS"
+#: FFJORD's ``lib/`` folder (or the FFJORD clone holding it), for installs of torchprune without it
+FFJORD_LIB_ENV = "TORCHPRUNE_FLOWS_FFJORD_LIB"
+_FFJORD_LIB_MODULE = "torchprune.util.external.ffjord.lib"
 
 INSTALL_HINT = (
     "install torchprune v2.2.0 from its repository (it is not on PyPI): "
     "git clone https://github.com/lucaslie/torchprune && pip install --no-deps "
-    "--ignore-requires-python ./torchprune/src/torchprune ./torchprune/src/experiment, and copy "
-    "FFJORD's lib/ folder (github.com/rtqichen/ffjord) to torchprune/util/external/ffjord/lib"
+    "--ignore-requires-python --use-pep517 -e ./torchprune/src/torchprune -e ./torchprune/src/experiment, and point "
+    f"{FFJORD_LIB_ENV} at FFJORD's lib/ folder (git clone https://github.com/rtqichen/ffjord)"
 )
 DEPENDENCY_HINT = (
     "install torchprune's import-time dependencies: pip install transformers datasets cvxpy "
-    "imagecorruptions 'setuptools<81' seaborn six requests tensorboard"
+    "imagecorruptions seaborn six requests tensorboard 'setuptools<81' (imagecorruptions needs "
+    "setuptools' pkg_resources, which setuptools 81 removed)"
 )
 
 
@@ -154,31 +158,90 @@ def _read_params_from(param_folder):
     files._get_full_param_path = full_param_path
 
 
-def _ffjord_on_path():
-    """torchprune's FFJORD code imports ``lib.layers``: put its ``external/ffjord`` on the path."""
+def _torchprune_folder():
+    """The folder of the importable ``torchprune`` package (EngineError if it is none)."""
     spec = _find("torchprune")
-    folder = os.path.join(os.path.dirname(spec.origin), "util", "external", "ffjord")
-    if not os.path.isdir(os.path.join(folder, "lib")):
-        raise EngineError(f"torchprune's FFJORD code is missing: {folder}/lib does not exist; copy "
-                          "FFJORD's lib/ folder (github.com/rtqichen/ffjord) there")
-    if folder not in sys.path:
-        sys.path.append(folder)
+    if spec is None:
+        raise EngineError(f"torchprune is not installed; {INSTALL_HINT}")
+    if not spec.origin or not os.path.isfile(spec.origin):  # a namespace package: a folder without __init__.py
+        places = ", ".join(spec.submodule_search_locations or []) or "a folder"
+        raise EngineError(f"'torchprune' imports as {places}, a folder without __init__.py (a clone of its "
+                          "repository in the current folder?), not as torchprune's package; run from another "
+                          "folder, or use the torchprune-flows command, which does not look in the current folder")
+    return os.path.dirname(spec.origin)
+
+
+def _ffjord_lib():
+    """FFJORD's ``lib/`` folder: ``$TORCHPRUNE_FLOWS_FFJORD_LIB`` (the folder, or a clone holding
+    it), else torchprune's own ``util/external/ffjord/lib`` (where an editable install keeps a copy;
+    a regular install leaves it out: it has no ``__init__.py``)."""
+    given = os.environ.get(FFJORD_LIB_ENV)
+    if given:
+        for lib in (os.path.join(given, "lib"), given):
+            if os.path.isdir(os.path.join(lib, "layers")):
+                return os.path.abspath(lib)
+        raise EngineError(f"{FFJORD_LIB_ENV}={given} holds no FFJORD lib/ folder (expected {given}/layers or "
+                          f"{given}/lib/layers); point it at the lib/ folder of github.com/rtqichen/ffjord")
+    lib = os.path.join(_torchprune_folder(), "util", "external", "ffjord", "lib")
+    if os.path.isdir(lib):
+        return lib
+    raise EngineError(f"torchprune's FFJORD code is missing: {lib} does not exist (torchprune's repository lacks "
+                      "it, and a regular install leaves it out); git clone https://github.com/rtqichen/ffjord and "
+                      f"set {FFJORD_LIB_ENV}=/path/to/ffjord/lib (or copy that lib/ there and install torchprune "
+                      "editable)")
+
+
+def _ffjord_on_path():
+    """torchprune imports FFJORD's ``lib`` as ``torchprune.util.external.ffjord.lib`` and, in two
+    files, absolutely as ``lib``: make both resolve to :func:`_ffjord_lib` (here and, through the
+    environment, in worker processes)."""
+    lib = _ffjord_lib()
+    os.environ[FFJORD_LIB_ENV] = lib
+    _use_ffjord_lib(lib)
+    folder = os.path.dirname(lib)
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if folder not in paths:  # for worker processes
         os.environ["PYTHONPATH"] = os.pathsep.join([p for p in paths if p] + [folder])
 
 
+def _use_ffjord_lib(lib):
+    """``lib`` as ``torchprune.util.external.ffjord.lib`` and, through ``sys.path``, as ``lib``."""
+    import importlib.machinery
+
+    if os.path.dirname(lib) not in sys.path:
+        sys.path.append(os.path.dirname(lib))
+    if _FFJORD_LIB_MODULE not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(_FFJORD_LIB_MODULE, None, is_package=True)
+        spec.submodule_search_locations = [lib]
+        sys.modules[_FFJORD_LIB_MODULE] = importlib.util.module_from_spec(spec)
+
+
 def export_to_workers(plugins):
     """Put the patches and ``plugins`` in the environment that worker processes inherit."""
+    import json
+
     os.environ[compat.COMPAT_ENV] = "1"
-    os.environ[PLUGINS_ENV] = ",".join(plugins)
+    os.environ[PLUGINS_ENV] = json.dumps(list(plugins))  # file plugins are paths, which may hold commas
+
+
+def _exported_plugins():
+    import json
+
+    text = os.environ.get(PLUGINS_ENV, "")
+    try:
+        plugins = json.loads(text) if text.startswith("[") else text.split(",")
+    except ValueError:
+        plugins = []
+    return [p for p in plugins if isinstance(p, str) and p]
 
 
 def prepare_worker_process():
-    """In any process whose environment the launcher set: the same patches and plugins."""
+    """In any process whose environment the launcher set: the same patches, FFJORD's lib and plugins."""
     if os.environ.get(compat.COMPAT_ENV):
         compat.apply()
-    plugins = [p for p in os.environ.get(PLUGINS_ENV, "").split(",") if p]
+        if os.environ.get(FFJORD_LIB_ENV) and os.path.isdir(os.environ[FFJORD_LIB_ENV]):
+            _use_ffjord_lib(os.environ[FFJORD_LIB_ENV])
+    plugins = _exported_plugins()
     if plugins:
         from ..registry import load_plugins
 
@@ -192,8 +255,7 @@ def run(config, plugins=()):
 
     if not os.path.isfile(config):
         raise EngineError(f"config file not found: {config}")
-    if _find("torchprune") is None:
-        raise EngineError(f"torchprune is not installed; {INSTALL_HINT}")
+    _torchprune_folder()  # installed, and not hidden by a folder of that name
     export_to_workers(plugins)
     compat.apply()
     _ffjord_on_path()

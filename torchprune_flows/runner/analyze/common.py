@@ -9,12 +9,21 @@ def add_selection_arguments(parser, methods_default, keep_default):
     """``--nets``, ``--methods``, ``--keep``, ``--repetition`` shared by the run analyses."""
     methods_help = "pruning methods (names or aliases WT, FT); default: " + (
         " ".join(methods_default) if methods_default else "every method of the run")
-    keep_help = "keep ratios (the closest finished one each); default: " + (
-        " ".join(map(str, keep_default)) if keep_default else "every finished one")
+    keep_help = "keep ratios (finished ones, each within 0.5 %% or 5e-4); default: " + (
+        " ".join(map(str, keep_default)) + " (the closest finished one)" if keep_default else "every finished one")
     parser.add_argument("--nets", type=int, nargs="+", default=[0], help="trained nets (default: 0)")
     parser.add_argument("--methods", nargs="+", default=methods_default, help=methods_help)
-    parser.add_argument("--keep", type=float, nargs="+", default=keep_default, help=keep_help)
+    parser.add_argument("--keep", type=float, nargs="+", default=None, help=keep_help)
+    parser.set_defaults(default_keep=keep_default)
     parser.add_argument("--repetition", type=int, default=0, help="pruning repetition (default 0)")
+
+
+def selected_keeps(args):
+    """``(keep ratios, closest)``: the typed ``--keep`` values (matched exactly), else the
+    subcommand's default (the closest finished ratio) or None (every finished one)."""
+    if args.keep is not None:
+        return args.keep, False
+    return getattr(args, "default_keep", None), True
 
 
 def run_methods(run):
@@ -25,12 +34,12 @@ def run_methods(run):
     return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 
 
-def select_steps(run, nets, methods=None, keeps=None, repetition=0, reference=True):
-    """Step names: per net the unpruned net, then per method each keep ratio (closest finished).
+def select_steps(run, nets, methods=None, keeps=None, repetition=0, reference=True, closest=False):
+    """Step names: per net the unpruned net, then per method each keep ratio (a finished one:
+    :meth:`..runs.RunFolder.select`; ``closest``: the nearest finished one, for defaults).
 
     ``methods`` None: every method of the run; ``keeps`` None: every finished keep ratio,
-    largest first; ``reference`` False leaves out the unpruned nets. Duplicates (two keeps
-    closest to the same step) appear once.
+    largest first; ``reference`` False leaves out the unpruned nets. Duplicates appear once.
     """
     methods = run_methods(run) if methods is None else list(dict.fromkeys(canonical_method(m) for m in methods))
     for keep in keeps or []:
@@ -42,12 +51,12 @@ def select_steps(run, nets, methods=None, keeps=None, repetition=0, reference=Tr
             steps.append(run.select(None, None, net))
         for method in methods:
             if keeps is None:
-                run.select(method, 1.0, net, repetition)  # RunError when the method has no finished step
+                run.select(method, 1.0, net, repetition, closest=True)  # RunError when the method has no finished step
                 found = [s for s, r in run.steps.items()
                          if r["method"] == method and r["net"] == net and r["repetition"] == repetition]
                 steps += sorted(found, key=lambda s: -run.steps[s]["keep_ratio"])
             else:
-                steps += [run.select(method, keep, net, repetition) for keep in keeps]
+                steps += [run.select(method, keep, net, repetition, closest=closest) for keep in keeps]
     if not steps:
         raise RunError(f"nothing selected in {run.run_dir}: no finished pruned step (and the unpruned net left out)")
     return list(dict.fromkeys(steps))

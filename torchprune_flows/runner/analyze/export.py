@@ -20,6 +20,7 @@ def add_arguments(parser):
 def run(args):
     run_ = RunFolder.open(args.run_dir)
     step = run_.select(args.method, args.keep, args.net, args.repetition)
+    run_.require_converged(step, use="exported")
     net = run_.load_network(step)
     out = args.out or run_.path("export", step + ".pt")
     if os.path.isdir(out):

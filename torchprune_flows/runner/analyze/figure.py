@@ -21,7 +21,7 @@ from ..render import save_figure
 from ..results import REFERENCE
 from ..runs import RunError, RunFolder
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     select_steps, step_label)
+                     select_steps, selected_keeps, step_label)
 
 HELP = "Figure S1 for a 2-D flow: learned density, samples and vector field of unpruned and pruned nets"
 
@@ -174,7 +174,8 @@ def run(args):
     if points.shape[1] != 2:
         raise RunError(f"Figure S1 needs 2-D data; {run_.cfg['network']['dataset']} has {points.shape[1]} "
                        "dimensions per sample")
-    steps = select_steps(run_, args.nets, args.methods, args.keep, args.repetition)
+    keeps, closest = selected_keeps(args)
+    steps = select_steps(run_, args.nets, args.methods, keeps, args.repetition, closest=closest)
     mixture = data.mixture_components() if hasattr(data, "mixture_components") else None
     lo, hi = plot_range(points, args.margin)
     xs, ys = np.linspace(lo[0], hi[0], args.grid), np.linspace(lo[1], hi[1], args.grid)

@@ -21,7 +21,7 @@ from torchprune_flows.pruning import canonical_method
 from ..checkpoints import save_text
 from ..results import REFERENCE, markdown_table, table_csv
 from ..runs import RunError, RunFolder
-from .common import add_selection_arguments, method_label, run_methods, select_steps
+from .common import add_selection_arguments, method_label, run_methods, select_steps, selected_keeps
 
 HELP = "Hessian of the training loss w.r.t. the kept parameters: λmax, trace, κ (tables S11-S12)"
 
@@ -120,8 +120,9 @@ def render_csv(rows):
 def run(args):
     _check(args)
     finished = RunFolder.open(args.run_dir)
-    steps = select_steps(finished, args.nets, args.methods, args.keep, args.repetition,
-                         reference=not args.no_reference)
+    keeps, closest = selected_keeps(args)
+    steps = select_steps(finished, args.nets, args.methods, keeps, args.repetition,
+                         reference=not args.no_reference, closest=closest)
     from ..pipeline import build_loss
 
     dtype = getattr(torch, args.dtype)

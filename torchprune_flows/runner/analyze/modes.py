@@ -16,7 +16,7 @@ from ..render import save_figure
 from ..results import REFERENCE, markdown_table, table_csv
 from ..runs import RunError, RunFolder
 from .common import (add_selection_arguments, check_positive, load_density_net, load_test_split, method_label,
-                     percent, prune_ratio, select_steps)
+                     percent, prune_ratio, select_steps, selected_keeps)
 
 HELP = "mode coverage of samples (share near the true modes, modes captured) against prune ratio"
 
@@ -65,7 +65,8 @@ def run(args):
     if args.min_share is not None and not 0.0 <= args.min_share <= 1.0:
         raise RunError(f"--min-share must lie in [0, 1], got {args.min_share:g}")
     run_ = RunFolder.open(args.run_dir)
-    steps = select_steps(run_, args.nets, args.methods, args.keep, args.repetition)
+    keeps, closest = selected_keeps(args)
+    steps = select_steps(run_, args.nets, args.methods, keeps, args.repetition, closest=closest)
     centers, stds = mixture_of(run_, load_test_split(run_))
     rows = []
     for step in steps:

@@ -2,7 +2,7 @@
 ``python -m experiment.sample RUN_DIR ...``).
 
 Draws samples from a trained flow of a finished run (base net by default, or the pruned net of
-``--method`` closest to ``--keep``) by integrating the flow backwards from the prior. Samples are
+``--method`` at ``--keep``) by integrating the flow backwards from the prior. Samples are
 in the space the model was trained on (the dataset's normalised coordinates).
 """
 import argparse
@@ -11,20 +11,22 @@ import sys
 import numpy as np
 import torch
 
+from torchprune_flows.cnf import SolverError
+
 from ..checkpoints import atomic_write
 from ..render import save_figure
 from ..runs import RunError, RunFolder
 
 
-HELP = ("draw samples from a trained flow of a run (the base net, or the pruned net of --method closest "
-        "to --keep) by integrating it backwards from the prior")
+HELP = ("draw samples from a trained flow of a run (the base net, or the pruned net of --method at "
+        "--keep) by integrating it backwards from the prior")
 
 
 def add_step_arguments(parser):
     """RUN_DIR and the selection of one trained net: ``--method``, ``--keep``, ``--net``, ``--repetition``."""
     parser.add_argument("run_dir", help="output folder of a run (its config.yaml, steps/, checkpoints/)")
     parser.add_argument("--method", help="ThresNet/WT or FilterThresNet/FT (default: the unpruned base net)")
-    parser.add_argument("--keep", type=float, help="keep ratio of the pruned net (the closest finished one)")
+    parser.add_argument("--keep", type=float, help="keep ratio of the pruned net (a finished one, within 0.5 %% or 5e-4)")
     parser.add_argument("--net", type=int, default=0)
     parser.add_argument("--repetition", type=int, default=0)
 
@@ -72,10 +74,14 @@ def run(args):
         raise RunError(f"--num-samples must be positive, got {args.num_samples}")
     run_ = RunFolder.open(args.run_dir)
     step = run_.select(args.method, args.keep, args.net, args.repetition)
+    run_.require_converged(step)
     net = run_.load_network(step, args.device)
     if not hasattr(net, "sample"):
         raise RunError(f"{run_.cfg['network']['name']} is not a density model and cannot be sampled")
-    samples = draw_samples(net, args.num_samples, args.batch, args.seed)
+    try:
+        samples = draw_samples(net, args.num_samples, args.batch, args.seed)
+    except SolverError as err:
+        raise RunError(f"sampling {step} failed: the reverse solve did not converge ({err})") from err
     out = args.out or run_.samples(step)
     atomic_write(out, lambda handle: np.save(handle, samples))
     print(f"{len(samples)} samples of {step} (keep ratio {run_.steps[step]['keep_ratio']:.3f}) in {out}")

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from typing import Any, List, Tuple
 
 import numpy as np
@@ -36,6 +37,15 @@ def _entry(type_check: Check = _string, **extra: _Field) -> Check:
     return lambda value, where: _check_mapping(value, schema, where)
 
 
+def _dataset_kwargs(value: Any, where: str) -> dict:
+    """Free-form dataset arguments; the sizes our datasets take must be sizes (0 is none)."""
+    value = _mapping(value, where)
+    for key in ("num_train", "num_test"):
+        if key in value and value[key] is not None:
+            _integer(1)(value[key], f"{where}.{key}")
+    return value
+
+
 _TRAINING = {
     "transformsTrain": _Field(_list_of(_entry()), []),
     "transformsTest": _Field(_list_of(_entry()), []),
@@ -51,7 +61,7 @@ _TRAINING = {
     "earlyStopEpoch": _Field(_integer(0), same_as="numEpochs"),
     "enableAMP": _Field(_boolean, False),
     "lrSchedulers": _Field(_list_of(_entry(_scheduler, stepKwargs=_Field(_mapping, {}))), []),
-    "datasetKwargs": _Field(_mapping, {}),
+    "datasetKwargs": _Field(lambda value, where: _dataset_kwargs(value, where), {}),
     "numWorkers": _Field(_integer(0), 0),
 }
 
@@ -247,12 +257,37 @@ def _class_kwargs(cls: type, kwargs: dict, where: str, skip: Tuple[str, ...]) ->
 
 
 def _check_optimizer_and_schedulers(training: dict, where: str) -> None:
-    """Keyword arguments against the signatures of the chosen torch classes, before any run."""
+    """Keyword arguments against the signatures of the chosen torch classes, then the optimizer
+    and schedulers themselves, built on a dummy parameter (100 iterations an epoch) and stepped
+    once: their own errors (a negative learning rate, betas outside [0, 1), a step size of 0)
+    become one line before anything is written."""
     _class_kwargs(getattr(torch.optim, training["optimizer"]), training["optimizerKwargs"],
                   f"{where}.optimizerKwargs", ("params",))
     for i, entry in enumerate(training["lrSchedulers"]):
         _class_kwargs(getattr(torch.optim.lr_scheduler, entry["type"]), {**entry["kwargs"], **entry["stepKwargs"]},
                       f"{where}.lrSchedulers[{i}].kwargs", ("optimizer",))
+    from ..training import make_schedulers  # the runner's own construction (stepKwargs in epochs)
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = getattr(torch.optim, training["optimizer"])([param], **training["optimizerKwargs"])
+    except Exception as err:  # noqa: BLE001  (torch checks its arguments in many ways)
+        raise ConfigError(f"'{where}.optimizerKwargs' {training['optimizerKwargs']} are rejected by "
+                          f"{training['optimizer']}: {_reason(err)}") from err
+    for i, entry in enumerate(training["lrSchedulers"]):
+        try:
+            with warnings.catch_warnings():  # a scheduler stepped with no optimizer step: the point here
+                warnings.simplefilter("ignore")
+                for scheduler in make_schedulers(optimizer, [entry], 100):
+                    scheduler.step()
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"'{where}.lrSchedulers[{i}]' ({entry['type']} with kwargs {entry['kwargs']}, "
+                              f"stepKwargs {entry['stepKwargs']}) is rejected by torch: {_reason(err)}") from err
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1]}" if text else type(err).__name__
 
 
 def _validate(cfg: dict) -> Tuple[dict, List[float]]:
