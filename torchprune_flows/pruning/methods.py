@@ -1,8 +1,10 @@
 """WT (``ThresNet``, unstructured magnitude) and FT (``FilterThresNet``, structured L1) pruning.
 
-Both reach a target *keep ratio*: nonzero entries over all parameters of the pruned network,
-divided by the parameter count of the original network (biases and non-prunable layers count).
-Cascaded calls only ever add to the existing masks.
+Both reach a target *keep ratio*, by default (``over="all_parameters"``, torchprune's
+``net.size()``) nonzero entries over all parameters of the pruned network divided by the
+parameter count of the original network (biases and non-prunable layers count); with
+``over="prunable_weights"`` nonzero weights of the prunable layers over their weight count
+(biases and every other parameter left out). Cascaded calls only ever add to the existing masks.
 """
 import difflib
 
@@ -14,6 +16,16 @@ from .protocol import prunable_layers, structured_chains, unit_companions
 
 class PruningError(ValueError):
     pass
+
+
+#: What a keep ratio counts (``experiments.keepRatioOver``): every parameter, or only the
+#: weights of the prunable layers (for nets of Linear layers, torchprune's FLOP ratio).
+KEEP_RATIO_COUNTS = ("all_parameters", "prunable_weights")
+
+
+def _check_count(over):
+    if over not in KEEP_RATIO_COUNTS:
+        raise PruningError(f"unknown keep-ratio count '{over}'; choose from {', '.join(KEEP_RATIO_COUNTS)}")
 
 
 def _check_ratio(keep_ratio):
@@ -56,10 +68,10 @@ class _MaskPlan:
             self.restrict(consumer, "weight", columns)
 
     @torch.no_grad()
-    def nonzero(self, fixed_nonzero, layers):
+    def nonzero(self, fixed_nonzero, layers, names=("weight", "bias")):
         total = fixed_nonzero
         for layer in layers:
-            for name in ("weight", "bias"):
+            for name in names:
                 tensor = getattr(layer, name)
                 if tensor is not None:
                     total += int(((tensor != 0) & self.mask_of(layer, name)).sum())
@@ -108,10 +120,14 @@ def _closest(count_for, lo, hi, target):
 
 
 @torch.no_grad()
-def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
+def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all_parameters"):
     """Shared driver: ``candidate_plans(net, layers, chains, companions) -> (plan_for(k), k_max)``
-    gives plans whose nonzero count does not decrease with k; commit the one closest to the target."""
+    gives plans whose nonzero count does not decrease with k; commit the one closest to the target.
+    ``over`` picks what is counted (:data:`KEEP_RATIO_COUNTS`); ``params_original`` is the
+    denominator of ``all_parameters``, while ``prunable_weights`` divides by the prunable layers'
+    weight count (pruning masks entries, never shapes, so the net itself holds it)."""
     _check_ratio(keep_ratio)
+    _check_count(over)
     refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     if not layers:
@@ -122,14 +138,22 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
     counted = layers + [module for layer in layers for module in companions.get(id(layer), [])]
     fixed = _fixed_nonzero(net, counted)
     plan_for, k_max = candidate_plans(net, layers, chains, companions)
+    if over == "prunable_weights":
+        total = sum(layer.weight.numel() for layer in layers)
 
-    def count_for(k):
-        plan = plan_for(k)
-        return plan.nonzero(fixed, counted), plan
+        def count_for(k):
+            plan = plan_for(k)
+            return plan.nonzero(0, layers, names=("weight",)), plan
+    else:
+        total = params_original
 
-    _, plan = _closest(count_for, 0, k_max, keep_ratio * params_original)
+        def count_for(k):
+            plan = plan_for(k)
+            return plan.nonzero(fixed, counted), plan
+
+    reached, plan = _closest(count_for, 0, k_max, keep_ratio * total)
     plan.commit()
-    return count_nonzero(net) / params_original
+    return (reached if over == "prunable_weights" else count_nonzero(net)) / total
 
 
 def _time_weights(layers, chains):
@@ -191,24 +215,25 @@ def _unit_plans(net, layers, chains, companions):
     return plan_for, len(events)
 
 
-def prune_weights(net, keep_ratio, params_original):
+def prune_weights(net, keep_ratio, params_original, over="all_parameters"):
     """WT: keep the largest-magnitude weights of all prunable layers under one global threshold.
 
     Biases are not scored; a unit whose outgoing weights are all pruned loses its row and bias
-    too, since it no longer affects the output. Returns the achieved keep ratio.
+    too, since it no longer affects the output. Returns the achieved keep ratio (counted
+    ``over`` :data:`KEEP_RATIO_COUNTS`).
     """
-    return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans)
+    return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans, over)
 
 
-def prune_filters(net, keep_ratio, params_original):
+def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
     """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
     filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
     all its outputs, and weights reading time inputs are never scored. Removing a unit zeroes
     its row, its bias, the rows of its time-only companions (concatsquash gate and shift, the
     time conv of a concat conv) and the input columns that read it in the next layer. Returns the achieved
-    keep ratio (the closest a uniform fraction can get).
+    keep ratio (the closest a uniform fraction can get; counted ``over`` :data:`KEEP_RATIO_COUNTS`).
     """
-    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans)
+    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans, over)
 
 
 METHODS = {"ThresNet": prune_weights, "FilterThresNet": prune_filters}
@@ -226,6 +251,7 @@ def canonical_method(name):
     raise PruningError(f"unknown pruning method '{name}'{hint} (available: ThresNet/WT, FilterThresNet/FT)")
 
 
-def prune(net, method, keep_ratio, params_original):
-    """Prune ``net`` in place with ``method`` (name or alias) to ``keep_ratio``; returns achieved."""
-    return METHODS[canonical_method(method)](net, keep_ratio, params_original)
+def prune(net, method, keep_ratio, params_original, over="all_parameters"):
+    """Prune ``net`` in place with ``method`` (name or alias) to ``keep_ratio`` counted ``over``
+    (:data:`KEEP_RATIO_COUNTS`); returns the achieved keep ratio in that count."""
+    return METHODS[canonical_method(method)](net, keep_ratio, params_original, over)

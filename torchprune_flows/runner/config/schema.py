@@ -95,6 +95,9 @@ _EXPERIMENTS = {
     "retrainIterations": _Field(_integer(-1), -1),
     "plotting": _Field(_mapping, {}),
     "datasetTest": _Field(_optional_string, _ABSENT),
+    # our extension: what a keep ratio counts (torchprune_flows.pruning.KEEP_RATIO_COUNTS); left
+    # out when not given (= all_parameters), so run folders of earlier versions still resume
+    "keepRatioOver": _Field(_one_of("all_parameters", "prunable_weights"), _ABSENT),
 }
 
 _DIRECTORIES = {
