@@ -52,6 +52,35 @@ def test_gaussians_sit_on_a_circle_with_the_stated_spread():
         assert pts.std(0) == pytest.approx([0.5, 0.5], abs=0.03)
 
 
+@pytest.mark.parametrize("name, generator, kwargs", [
+    # the arguments torchprune v2.2.0's ToyGaussians / ToyGaussiansSpiral pass to torchdyn
+    ("ToyGaussians", "gaussians", {"n_gaussians": 6, "std_gaussians": 0.5, "radius": 4, "dim": 2}),
+    ("ToyGaussiansSpiral", "gaussians_spiral", {"n_gaussians": 10, "n_gaussians_per_loop": 6, "dim": 2,
+                                                "radius_start": 4.0, "radius_end": 1.0,
+                                                "std_gaussians_start": 0.3, "std_gaussians_end": 0.1}),
+])
+def test_mixtures_are_the_paper_s_torchdyn_mixtures(name, generator, kwargs):
+    """The paper generated its toy densities with torchdyn: each of torchdyn's components has one
+    of ours at its mean (up to 4 standard errors; torchdyn adds a 1e-3 offset per mode) with its
+    spread (labels may be numbered from another start)."""
+    torchdyn_data = pytest.importorskip("torchdyn.datasets")
+    torch.manual_seed(0)
+    per_mode = 4000
+    x, labels = torchdyn_data.ToyDataset().generate(n_samples=per_mode, dataset_type=generator, **kwargs)
+    d = tf.build_dataset(name, split="test", num_train=60, num_test=30)
+    centers, stds = d.mixture_components()
+    centers, stds = centers * d.std + d.mean, stds * d.std  # back to unnormalised coordinates
+    assert len(centers) == kwargs["n_gaussians"]
+    matched = []
+    for k in range(len(centers)):
+        pts = x[labels == k].double().numpy()
+        j = int(np.argmin(np.linalg.norm(centers - pts.mean(0), axis=1)))
+        matched.append(j)
+        assert np.abs(pts.mean(0) - centers[j]).max() < 4 * stds[j] / math.sqrt(per_mode) + 2e-3
+        assert pts.std(0) == pytest.approx([stds[j]] * 2, rel=0.06)
+    assert sorted(matched) == list(range(len(centers)))
+
+
 def test_dataset_size_can_be_reduced():
     d = tf.build_dataset("ToyGaussians", split="test", num_test=100)
     assert len(d) == 100

@@ -21,11 +21,13 @@ def circle_components(n_modes=6, radius=4.0, std=0.5):
     return centers, np.full(n_modes, float(std))
 
 
-def spiral_components(n_modes=10, modes_per_loop=4, radius=(4.0, 1.0), std=(0.3, 0.1)):
+def spiral_components(n_modes=10, modes_per_loop=6, radius=(4.0, 1.0), std=(0.3, 0.1)):
     """``(centers (K, 2), stds (K,))`` of K Gaussians on a spiral whose radius and std shrink
-    linearly from the first to the last mode, unnormalised."""
+    linearly from the first to the last mode, unnormalised: torchdyn's ``gaussians_spiral`` with
+    the arguments torchprune's ``ToyGaussiansSpiral`` passes (6 modes per loop; mode i at angle
+    2 pi (i + 1) / 6)."""
     frac = np.arange(n_modes) / (n_modes - 1)
-    angles = 2 * math.pi * np.arange(n_modes) / modes_per_loop
+    angles = 2 * math.pi * (np.arange(n_modes) + 1) / modes_per_loop
     r = radius[0] + (radius[1] - radius[0]) * frac
     stds = std[0] + (std[1] - std[0]) * frac
     return r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1), stds
@@ -142,7 +144,7 @@ class ToyGaussians(ToyDataset):
 
 @register_dataset("ToyGaussiansSpiral")
 class ToyGaussiansSpiral(ToyDataset):
-    """10 Gaussians on a spiral, radius 4 -> 1, std 0.3 -> 0.1."""
+    """10 Gaussians on a spiral, 6 per loop, radius 4 -> 1, std 0.3 -> 0.1."""
 
     STREAM_ID = 1877
 
