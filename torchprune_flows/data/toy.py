@@ -48,22 +48,25 @@ def gaussians_on_spiral(n, rng, **shape):
 
 
 def two_spirals(n, rng, noise):
-    """Two interleaved arms of ``n // 2`` points each (label = arm)."""
+    """Two arms of ``n // 2`` points each (label = arm), as torchdyn's ``spirals`` (which the
+    paper's data came from): angle sqrt(U) * 780 degrees, noise uniform in [0, noise) added to
+    each coordinate of the first arm, the second arm its point reflection (noise included)."""
     per_arm = n // 2
-    theta = np.sqrt(rng.uniform(size=per_arm)) * 3 * math.pi
-    arm = np.stack([-theta * np.cos(theta), theta * np.sin(theta)], axis=1)
-    points = np.concatenate([arm, -arm]) + noise * rng.standard_normal((2 * per_arm, 2))
-    return points, np.repeat([0, 1], per_arm)
+    theta = np.sqrt(rng.uniform(size=(per_arm, 1))) * math.radians(780)
+    arm = np.concatenate([-np.cos(theta) * theta + rng.uniform(size=(per_arm, 1)) * noise,
+                          np.sin(theta) * theta + rng.uniform(size=(per_arm, 1)) * noise], axis=1)
+    return np.concatenate([arm, -arm]), np.repeat([0, 1], per_arm)
 
 
 def two_moons(n, rng, noise=0.1):
-    half = n // 2
-    a = rng.uniform(0, math.pi, half)
-    b = rng.uniform(0, math.pi, n - half)
-    upper = np.stack([np.cos(a), np.sin(a)], axis=1)
-    lower = np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)
-    points = np.concatenate([upper, lower]) + noise * rng.standard_normal((n, 2))
-    return points, np.repeat([0, 1], [half, n - half])
+    """torchdyn's ``moons`` (the paper's data): ``n // 2`` points evenly spaced on the upper arc,
+    the rest on the lower one, each point shifted along the diagonal by one uniform draw in
+    [0, noise) (torchdyn adds the same draw to both coordinates)."""
+    upper, lower = n // 2, n - n // 2
+    a, b = np.linspace(0, math.pi, upper), np.linspace(0, math.pi, lower)
+    points = np.concatenate([np.stack([np.cos(a), np.sin(a)], axis=1),
+                             np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)])
+    return points + rng.uniform(size=(n, 1)) * noise, np.repeat([0, 1], [upper, lower])
 
 
 def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
@@ -160,7 +163,7 @@ class ToyGaussiansSpiral(ToyDataset):
 
 @register_dataset("ToySpirals2")
 class ToySpirals2(ToyDataset):
-    """Two-arm spiral density, noise 0.5, 2^14 points per arm."""
+    """Two-arm spiral density (torchdyn's), noise 0.5, 2^14 points per arm."""
 
     STREAM_ID = 1100
 
@@ -172,7 +175,7 @@ class ToySpirals2(ToyDataset):
 
 @register_dataset("ToyMoons")
 class ToyMoons(ToyDataset):
-    """Two moons, noise 0.1 (classification)."""
+    """Two moons (torchdyn's), noise 0.1 (classification)."""
 
     STREAM_ID = 840
 
@@ -196,7 +199,7 @@ class ToyConcentric(ToyDataset):
 
 @register_dataset("ToySpirals")
 class ToySpirals(ToyDataset):
-    """Two-arm spiral, noise 0.9 (classification)."""
+    """Two-arm spiral (torchdyn's), noise 0.9 (classification)."""
 
     STREAM_ID = 1050
 
