@@ -1,5 +1,6 @@
-"""What a keep ratio counts: all parameters (the default, torchprune's ``net.size()``) or only the
-prunable layers' weights (``experiments.keepRatioOver: prunable_weights``)."""
+"""What a keep ratio counts: all parameters (the default, torchprune's ``net.size()``), all
+parameters with FT's removed units' biases counted as kept (torchprune v2.2.0's FT), or only the
+prunable layers' weights (``experiments.keepRatioOver``)."""
 import numpy as np
 import pytest
 import torch
@@ -65,6 +66,28 @@ def test_ft_counts_units_by_the_chosen_count_on_the_paper_gaussians_net(keep):
     assert achieved == pytest.approx(nonzero / total)
 
 
+@pytest.mark.parametrize("keep, torchprune_units", [(0.7437, 87), (0.3333, 21), (0.2151, 2), (0.18, 1), (0.04, 1)])
+def test_counting_removed_biases_keeps_the_units_torchprune_v2_2_0_keeps(keep, torchprune_units):
+    """torchprune v2.2.0's FilterThresNet, run on its own ffjord_l2_h128_sigmoid_da down the shipped
+    cascade, kept these hidden units (docs/paper_gaps.md): a removed unit's 4 weights go, its bias
+    stays counted, so 4 k + 130 entries are kept, and never fewer than one unit (keep 0.209)."""
+    net = _gaussians_net()
+    achieved = prune(net, "FT", keep, 642, over="all_parameters_with_removed_unit_biases")
+    units = _units(net)
+    assert units == torchprune_units == max(1, _closest_units(keep, 4, 130, 642))
+    assert achieved == pytest.approx((4 * units + 130) / 642)
+    # the removed units' biases are gone all the same (they no longer affect the output)
+    assert _all_nonzero(net) == 5 * units + 2
+
+
+def test_counting_removed_biases_changes_nothing_for_wt():
+    for over in ("all_parameters", "all_parameters_with_removed_unit_biases"):
+        net = _gaussians_net()
+        achieved = prune(net, "WT", 0.3, 642, over=over)
+        assert achieved == pytest.approx(_all_nonzero(net) / 642)
+        assert abs(_all_nonzero(net) - 0.3 * 642) <= 2
+
+
 def test_the_two_counts_differ_by_at_most_one_unit_over_the_shipped_gaussians_cascade():
     """On this net biases are 130 of 642 parameters, yet a unit carries the same share of both
     counts (5/642 against 4/512), so the shipped ratios keep the same units to within one."""
@@ -97,7 +120,7 @@ def test_wt_keeps_the_share_of_weights_and_counts_no_bias(keep):
 
 def test_an_unknown_count_is_explained():
     with pytest.raises(PruningError, match="unknown keep-ratio count 'weights'; choose from all_parameters, "
-                                           "prunable_weights"):
+                                           "all_parameters_with_removed_unit_biases, prunable_weights"):
         prune(_gaussians_net(), "FT", 0.5, 642, over="weights")
 
 
@@ -117,8 +140,8 @@ def test_a_bad_count_in_the_config_is_one_error_line(tiny, capsys):
     tiny.cfg["experiments"]["keepRatioOver"] = "weights"
     assert tiny.run() == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: 'experiments.keepRatioOver' must be one of all_parameters, prunable_weights; "
-                   "got 'weights' (a string)"]
+    assert err == ["error: 'experiments.keepRatioOver' must be one of all_parameters, "
+                   "all_parameters_with_removed_unit_biases, prunable_weights; got 'weights' (a string)"]
 
 
 def test_torchprunes_runner_is_not_handed_a_count_it_does_not_know(tiny, capsys):

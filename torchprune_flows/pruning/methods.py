@@ -3,8 +3,11 @@
 Both reach a target *keep ratio*, by default (``over="all_parameters"``, torchprune's
 ``net.size()``) nonzero entries over all parameters of the pruned network divided by the
 parameter count of the original network (biases and non-prunable layers count); with
-``over="prunable_weights"`` nonzero weights of the prunable layers over their weight count
-(biases and every other parameter left out). Cascaded calls only ever add to the existing masks.
+``over="all_parameters_with_removed_unit_biases"`` the same, except that FT counts the bias of
+every unit it removed as still there (torchprune v2.2.0's FT zeroes a unit's weights but leaves
+its bias, which no longer affects the output); with ``over="prunable_weights"`` nonzero weights
+of the prunable layers over their weight count (biases and every other parameter left out).
+Cascaded calls only ever add to the existing masks.
 """
 import difflib
 
@@ -18,9 +21,10 @@ class PruningError(ValueError):
     pass
 
 
-#: What a keep ratio counts (``experiments.keepRatioOver``): every parameter, or only the
+#: What a keep ratio counts (``experiments.keepRatioOver``): every parameter; every parameter
+#: with FT's removed units' biases counted as kept (torchprune v2.2.0's FT count); or only the
 #: weights of the prunable layers (for nets of Linear layers, torchprune's FLOP ratio).
-KEEP_RATIO_COUNTS = ("all_parameters", "prunable_weights")
+KEEP_RATIO_COUNTS = ("all_parameters", "all_parameters_with_removed_unit_biases", "prunable_weights")
 
 
 def _check_count(over):
@@ -68,12 +72,18 @@ class _MaskPlan:
             self.restrict(consumer, "weight", columns)
 
     @torch.no_grad()
-    def nonzero(self, fixed_nonzero, layers, names=("weight", "bias")):
+    def nonzero(self, fixed_nonzero, layers, names=("weight", "bias"), unmasked=()):
+        """Nonzero entries of ``names`` in ``layers`` under the plan's masks, plus
+        ``fixed_nonzero``; the tensors in ``unmasked`` are counted by their values alone."""
         total = fixed_nonzero
         for layer in layers:
             for name in names:
                 tensor = getattr(layer, name)
-                if tensor is not None:
+                if tensor is None:
+                    continue
+                if name in unmasked:
+                    total += int((getattr(layer, name + "_orig", tensor) != 0).sum())
+                else:
                     total += int(((tensor != 0) & self.mask_of(layer, name)).sum())
         return total
 
@@ -120,12 +130,14 @@ def _closest(count_for, lo, hi, target):
 
 
 @torch.no_grad()
-def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all_parameters"):
+def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all_parameters",
+                    removes_units=False):
     """Shared driver: ``candidate_plans(net, layers, chains, companions) -> (plan_for(k), k_max)``
     gives plans whose nonzero count does not decrease with k; commit the one closest to the target.
     ``over`` picks what is counted (:data:`KEEP_RATIO_COUNTS`); ``params_original`` is the
-    denominator of ``all_parameters``, while ``prunable_weights`` divides by the prunable layers'
-    weight count (pruning masks entries, never shapes, so the net itself holds it)."""
+    denominator of the ``all_parameters`` counts, while ``prunable_weights`` divides by the
+    prunable layers' weight count (pruning masks entries, never shapes, so the net itself holds
+    it). ``removes_units``: the method is FT, whose removed biases the middle count keeps."""
     _check_ratio(keep_ratio)
     _check_count(over)
     refresh_pruned_tensors(net)
@@ -146,14 +158,16 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all
             return plan.nonzero(0, layers, names=("weight",)), plan
     else:
         total = params_original
+        # torchprune's FT never zeroes a bias, so each removed unit's bias stays in its count
+        unmasked = ("bias",) if over == "all_parameters_with_removed_unit_biases" and removes_units else ()
 
         def count_for(k):
             plan = plan_for(k)
-            return plan.nonzero(fixed, counted), plan
+            return plan.nonzero(fixed, counted, unmasked=unmasked), plan
 
     reached, plan = _closest(count_for, 0, k_max, keep_ratio * total)
     plan.commit()
-    return (reached if over == "prunable_weights" else count_nonzero(net)) / total
+    return (count_nonzero(net) if over == "all_parameters" else reached) / total
 
 
 def _time_weights(layers, chains):
@@ -233,7 +247,7 @@ def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
     time conv of a concat conv) and the input columns that read it in the next layer. Returns the achieved
     keep ratio (the closest a uniform fraction can get; counted ``over`` :data:`KEEP_RATIO_COUNTS`).
     """
-    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans, over)
+    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans, over, removes_units=True)
 
 
 METHODS = {"ThresNet": prune_weights, "FilterThresNet": prune_filters}

@@ -178,10 +178,10 @@ def run_torchprune_engine(args):
         if ours_only:
             raise ConfigError(f"{', '.join(ours_only)} only apply to our runner (torchprune's passes no "
                               "such arguments); drop them, or run without --engine torchprune")
-        if cfg["experiments"].get("keepRatioOver", "all_parameters") != "all_parameters":
-            raise ConfigError(f"experiments.keepRatioOver: {cfg['experiments']['keepRatioOver']} only applies to "
-                              "our runner (torchprune's keep ratios count every parameter); drop it, or run "
-                              "without --engine torchprune")
+        if cfg["experiments"].get("keepRatioOver") == "prunable_weights":
+            raise ConfigError("experiments.keepRatioOver: prunable_weights only applies to our runner "
+                              "(torchprune's keep ratios count every parameter); drop it, or run without "
+                              "--engine torchprune")
         return run(args.config, list(cfg.get("plugins", [])) + args.plugins)
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
