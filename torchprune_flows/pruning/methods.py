@@ -74,7 +74,7 @@ class _MaskPlan:
     @torch.no_grad()
     def nonzero(self, fixed_nonzero, layers, names=("weight", "bias"), unmasked=()):
         """Nonzero entries of ``names`` in ``layers`` under the plan's masks, plus
-        ``fixed_nonzero``; the tensors in ``unmasked`` are counted by their values alone."""
+        ``fixed_nonzero``; the tensors named in ``unmasked`` count whole, pruned or not."""
         total = fixed_nonzero
         for layer in layers:
             for name in names:
@@ -82,7 +82,7 @@ class _MaskPlan:
                 if tensor is None:
                     continue
                 if name in unmasked:
-                    total += int((getattr(layer, name + "_orig", tensor) != 0).sum())
+                    total += tensor.numel()
                 else:
                     total += int(((tensor != 0) & self.mask_of(layer, name)).sum())
         return total
@@ -158,7 +158,8 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all
             return plan.nonzero(0, layers, names=("weight",)), plan
     else:
         total = params_original
-        # torchprune's FT never zeroes a bias, so each removed unit's bias stays in its count
+        # torchprune's FT never zeroes a bias, so every bias stays in its count (a cascade's
+        # earlier masks have zeroed ours, values included: count them by their size)
         unmasked = ("bias",) if over == "all_parameters_with_removed_unit_biases" and removes_units else ()
 
         def count_for(k):
