@@ -22,11 +22,13 @@ def circle_components(n_modes=6, radius=4.0, std=0.5):
     return centers, np.full(n_modes, float(std))
 
 
-def spiral_components(n_modes=10, modes_per_loop=4, radius=(4.0, 1.0), std=(0.3, 0.1)):
+def spiral_components(n_modes=10, modes_per_loop=6, radius=(4.0, 1.0), std=(0.3, 0.1)):
     """``(centers (K, 2), stds (K,))`` of K Gaussians on a spiral whose radius and std shrink
-    linearly from the first to the last mode, unnormalised."""
+    linearly from the first to the last mode, unnormalised: torchdyn's ``gaussians_spiral`` with
+    the arguments torchprune's ``ToyGaussiansSpiral`` passes (6 modes per loop; mode i at angle
+    2 pi (i + 1) / 6)."""
     frac = np.arange(n_modes) / (n_modes - 1)
-    angles = 2 * math.pi * np.arange(n_modes) / modes_per_loop
+    angles = 2 * math.pi * (np.arange(n_modes) + 1) / modes_per_loop
     r = radius[0] + (radius[1] - radius[0]) * frac
     stds = std[0] + (std[1] - std[0]) * frac
     return r[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1), stds
@@ -47,22 +49,25 @@ def gaussians_on_spiral(n, rng, **shape):
 
 
 def two_spirals(n, rng, noise):
-    """Two interleaved arms of ``n // 2`` points each (label = arm)."""
+    """Two arms of ``n // 2`` points each (label = arm), as torchdyn's ``spirals`` (which the
+    paper's data came from): angle sqrt(U) * 780 degrees, noise uniform in [0, noise) added to
+    each coordinate of the first arm, the second arm its point reflection (noise included)."""
     per_arm = n // 2
-    theta = np.sqrt(rng.uniform(size=per_arm)) * 3 * math.pi
-    arm = np.stack([-theta * np.cos(theta), theta * np.sin(theta)], axis=1)
-    points = np.concatenate([arm, -arm]) + noise * rng.standard_normal((2 * per_arm, 2))
-    return points, np.repeat([0, 1], per_arm)
+    theta = np.sqrt(rng.uniform(size=(per_arm, 1))) * math.radians(780)
+    arm = np.concatenate([-np.cos(theta) * theta + rng.uniform(size=(per_arm, 1)) * noise,
+                          np.sin(theta) * theta + rng.uniform(size=(per_arm, 1)) * noise], axis=1)
+    return np.concatenate([arm, -arm]), np.repeat([0, 1], per_arm)
 
 
 def two_moons(n, rng, noise=0.1):
-    half = n // 2
-    a = rng.uniform(0, math.pi, half)
-    b = rng.uniform(0, math.pi, n - half)
-    upper = np.stack([np.cos(a), np.sin(a)], axis=1)
-    lower = np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)
-    points = np.concatenate([upper, lower]) + noise * rng.standard_normal((n, 2))
-    return points, np.repeat([0, 1], [half, n - half])
+    """torchdyn's ``moons`` (the paper's data): ``n // 2`` points evenly spaced on the upper arc,
+    the rest on the lower one, each point shifted along the diagonal by one uniform draw in
+    [0, noise) (torchdyn adds the same draw to both coordinates)."""
+    upper, lower = n // 2, n - n // 2
+    a, b = np.linspace(0, math.pi, upper), np.linspace(0, math.pi, lower)
+    points = np.concatenate([np.stack([np.cos(a), np.sin(a)], axis=1),
+                             np.stack([1 - np.cos(b), 0.5 - np.sin(b)], axis=1)])
+    return points + rng.uniform(size=(n, 1)) * noise, np.repeat([0, 1], [upper, lower])
 
 
 def concentric_circles(n, rng, radii=(0.75, 1.5), noise=0.1):
@@ -185,7 +190,7 @@ class ToyGaussians(ToyDataset):
 
 @register_dataset("ToyGaussiansSpiral")
 class ToyGaussiansSpiral(ToyDataset):
-    """10 Gaussians on a spiral, radius 4 -> 1, std 0.3 -> 0.1."""
+    """10 Gaussians on a spiral, 6 per loop, radius 4 -> 1, std 0.3 -> 0.1."""
 
     STREAM_ID = 1877
     HAS_DENSITY = True
@@ -205,7 +210,7 @@ class ToyGaussiansSpiral(ToyDataset):
 
 @register_dataset("ToySpirals2")
 class ToySpirals2(ToyDataset):
-    """Two-arm spiral density, noise 0.5, 2^14 points per arm."""
+    """Two-arm spiral density (torchdyn's), noise 0.5, 2^14 points per arm."""
 
     STREAM_ID = 1100
     HAS_DENSITY = True
@@ -223,7 +228,7 @@ class ToySpirals2(ToyDataset):
 
 @register_dataset("ToyMoons")
 class ToyMoons(ToyDataset):
-    """Two moons, noise 0.1 (classification)."""
+    """Two moons (torchdyn's), noise 0.1 (classification)."""
 
     STREAM_ID = 840
 
@@ -247,7 +252,7 @@ class ToyConcentric(ToyDataset):
 
 @register_dataset("ToySpirals")
 class ToySpirals(ToyDataset):
-    """Two-arm spiral, noise 0.9 (classification)."""
+    """Two-arm spiral (torchdyn's), noise 0.9 (classification)."""
 
     STREAM_ID = 1050
 

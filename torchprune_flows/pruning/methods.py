@@ -1,7 +1,12 @@
 """WT (``ThresNet``, unstructured magnitude) and FT (``FilterThresNet``, structured L1) pruning.
 
-Both reach a target *keep ratio*: nonzero entries over all parameters of the pruned network,
-divided by the parameter count of the original network (biases and non-prunable layers count).
+Both reach a target *keep ratio*, by default (``over="all_parameters"``, torchprune's
+``net.size()``) nonzero entries over all parameters of the pruned network divided by the
+parameter count of the original network (biases and non-prunable layers count); with
+``over="all_parameters_with_removed_unit_biases"`` the same, except that FT counts the bias of
+every unit it removed as still there (torchprune v2.2.0's FT zeroes a unit's weights but leaves
+its bias, which no longer affects the output); with ``over="prunable_weights"`` nonzero weights
+of the prunable layers over their weight count (biases and every other parameter left out).
 Cascaded calls only ever add to the existing masks.
 """
 import difflib
@@ -14,6 +19,17 @@ from .protocol import prunable_layers, structured_chains, unit_companions
 
 class PruningError(ValueError):
     pass
+
+
+#: What a keep ratio counts (``experiments.keepRatioOver``): every parameter; every parameter
+#: with FT's removed units' biases counted as kept (torchprune v2.2.0's FT count); or only the
+#: weights of the prunable layers (for nets of Linear layers, torchprune's FLOP ratio).
+KEEP_RATIO_COUNTS = ("all_parameters", "all_parameters_with_removed_unit_biases", "prunable_weights")
+
+
+def _check_count(over):
+    if over not in KEEP_RATIO_COUNTS:
+        raise PruningError(f"unknown keep-ratio count '{over}'; choose from {', '.join(KEEP_RATIO_COUNTS)}")
 
 
 def _check_ratio(keep_ratio):
@@ -56,12 +72,18 @@ class _MaskPlan:
             self.restrict(consumer, "weight", columns)
 
     @torch.no_grad()
-    def nonzero(self, fixed_nonzero, layers):
+    def nonzero(self, fixed_nonzero, layers, names=("weight", "bias"), unmasked=()):
+        """Nonzero entries of ``names`` in ``layers`` under the plan's masks, plus
+        ``fixed_nonzero``; the tensors named in ``unmasked`` count whole, pruned or not."""
         total = fixed_nonzero
         for layer in layers:
-            for name in ("weight", "bias"):
+            for name in names:
                 tensor = getattr(layer, name)
-                if tensor is not None:
+                if tensor is None:
+                    continue
+                if name in unmasked:
+                    total += tensor.numel()
+                else:
                     total += int(((tensor != 0) & self.mask_of(layer, name)).sum())
         return total
 
@@ -108,10 +130,16 @@ def _closest(count_for, lo, hi, target):
 
 
 @torch.no_grad()
-def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
+def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans, over="all_parameters",
+                    removes_units=False):
     """Shared driver: ``candidate_plans(net, layers, chains, companions) -> (plan_for(k), k_max)``
-    gives plans whose nonzero count does not decrease with k; commit the one closest to the target."""
+    gives plans whose nonzero count does not decrease with k; commit the one closest to the target.
+    ``over`` picks what is counted (:data:`KEEP_RATIO_COUNTS`); ``params_original`` is the
+    denominator of the ``all_parameters`` counts, while ``prunable_weights`` divides by the
+    prunable layers' weight count (pruning masks entries, never shapes, so the net itself holds
+    it). ``removes_units``: the method is FT, whose removed biases the middle count keeps."""
     _check_ratio(keep_ratio)
+    _check_count(over)
     refresh_pruned_tensors(net)
     layers = prunable_layers(net)
     if not layers:
@@ -122,14 +150,25 @@ def _prune_to_ratio(net, keep_ratio, params_original, candidate_plans):
     counted = layers + [module for layer in layers for module in companions.get(id(layer), [])]
     fixed = _fixed_nonzero(net, counted)
     plan_for, k_max = candidate_plans(net, layers, chains, companions)
+    if over == "prunable_weights":
+        total = sum(layer.weight.numel() for layer in layers)
 
-    def count_for(k):
-        plan = plan_for(k)
-        return plan.nonzero(fixed, counted), plan
+        def count_for(k):
+            plan = plan_for(k)
+            return plan.nonzero(0, layers, names=("weight",)), plan
+    else:
+        total = params_original
+        # torchprune's FT never zeroes a bias, so every bias stays in its count (a cascade's
+        # earlier masks have zeroed ours, values included: count them by their size)
+        unmasked = ("bias",) if over == "all_parameters_with_removed_unit_biases" and removes_units else ()
 
-    _, plan = _closest(count_for, 0, k_max, keep_ratio * params_original)
+        def count_for(k):
+            plan = plan_for(k)
+            return plan.nonzero(fixed, counted, unmasked=unmasked), plan
+
+    reached, plan = _closest(count_for, 0, k_max, keep_ratio * total)
     plan.commit()
-    return count_nonzero(net) / params_original
+    return (count_nonzero(net) if over == "all_parameters" else reached) / total
 
 
 def _time_weights(layers, chains):
@@ -191,24 +230,25 @@ def _unit_plans(net, layers, chains, companions):
     return plan_for, len(events)
 
 
-def prune_weights(net, keep_ratio, params_original):
+def prune_weights(net, keep_ratio, params_original, over="all_parameters"):
     """WT: keep the largest-magnitude weights of all prunable layers under one global threshold.
 
     Biases are not scored; a unit whose outgoing weights are all pruned loses its row and bias
-    too, since it no longer affects the output. Returns the achieved keep ratio.
+    too, since it no longer affects the output. Returns the achieved keep ratio (counted
+    ``over`` :data:`KEEP_RATIO_COUNTS`).
     """
-    return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans)
+    return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans, over)
 
 
-def prune_filters(net, keep_ratio, params_original):
+def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
     """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
     filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
     all its outputs, and weights reading time inputs are never scored. Removing a unit zeroes
     its row, its bias, the rows of its time-only companions (concatsquash gate and shift, the
     time conv of a concat conv) and the input columns that read it in the next layer. Returns the achieved
-    keep ratio (the closest a uniform fraction can get).
+    keep ratio (the closest a uniform fraction can get; counted ``over`` :data:`KEEP_RATIO_COUNTS`).
     """
-    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans)
+    return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans, over, removes_units=True)
 
 
 METHODS = {"ThresNet": prune_weights, "FilterThresNet": prune_filters}
@@ -226,6 +266,7 @@ def canonical_method(name):
     raise PruningError(f"unknown pruning method '{name}'{hint} (available: ThresNet/WT, FilterThresNet/FT)")
 
 
-def prune(net, method, keep_ratio, params_original):
-    """Prune ``net`` in place with ``method`` (name or alias) to ``keep_ratio``; returns achieved."""
-    return METHODS[canonical_method(method)](net, keep_ratio, params_original)
+def prune(net, method, keep_ratio, params_original, over="all_parameters"):
+    """Prune ``net`` in place with ``method`` (name or alias) to ``keep_ratio`` counted ``over``
+    (:data:`KEEP_RATIO_COUNTS`); returns the achieved keep ratio in that count."""
+    return METHODS[canonical_method(method)](net, keep_ratio, params_original, over)

@@ -260,6 +260,10 @@ def run_torchprune_engine(args):
         if cfg["experiments"].get("control") == "dense":
             raise ConfigError("experiments.control only applies to our runner (torchprune's has no dense control); "
                               "drop it, or run without --engine torchprune")
+        if cfg["experiments"].get("keepRatioOver") == "prunable_weights":
+            raise ConfigError("experiments.keepRatioOver: prunable_weights only applies to our runner "
+                              "(torchprune's keep ratios count every parameter); drop it, or run without "
+                              "--engine torchprune")
         return run(args.config, [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins])
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -152,13 +152,13 @@ def run_once(fn, *args, **kwargs):
     return value
 
 
-def prune_once(net, method, keep_ratio, params_original):
+def prune_once(net, method, keep_ratio, params_original, over="all_parameters"):
     """Prune ``net`` in place on rank 0 (:func:`torchprune_flows.pruning.prune`); every other rank
     loads rank 0's pruned weights and masks into its ``net``. Returns the pruned state
     (:func:`torchprune_flows.pruning.export_state`), the same on every rank, on ``net``'s device."""
 
     def prune_here():
-        prune(net, method, keep_ratio, params_original)
+        prune(net, method, keep_ratio, params_original, over)
         return _state_on(export_state(net), "cpu")  # not rank 0's GPU: the others unpickle it
 
     device = next(net.parameters()).device

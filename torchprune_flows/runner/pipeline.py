@@ -140,7 +140,8 @@ class Experiment:
             seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
             start = previous if self.mode in ("cascade", "cascade-rewind") else reference
             net = self._from_state(start)
-            pruned = prune_once(net, method, keep, params_original)  # under torchrun: on rank 0, broadcast
+            pruned = prune_once(net, method, keep, params_original,  # under torchrun: on rank 0, broadcast
+                                self.cfg["experiments"].get("keepRatioOver", "all_parameters"))
             if self.mode == "cascade-rewind":  # weights back to the trained base net, masks kept
                 net = self._from_state({"state_dict": reference["state_dict"], "masks": pruned["masks"]})
             desc = f"net{net_idx} r{rep} {method} keep={keep:.3f}"

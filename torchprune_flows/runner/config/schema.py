@@ -107,6 +107,10 @@ _EXPERIMENTS = {
     "datasetTest": _Field(_optional_string, _ABSENT),
     # absent = off, so the resolved config (and the resume check) of a run without it is unchanged
     "control": _Field(_one_of("none", "dense"), _ABSENT),
+    # our extension: what a keep ratio counts (torchprune_flows.pruning.KEEP_RATIO_COUNTS); left
+    # out when not given (= all_parameters), so run folders of earlier versions still resume
+    "keepRatioOver": _Field(_one_of("all_parameters", "all_parameters_with_removed_unit_biases", "prunable_weights"),
+                            _ABSENT),
 }
 
 _DIRECTORIES = {
