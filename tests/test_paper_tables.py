@@ -145,10 +145,22 @@ def test_one_net_gaussians_run_beside_table_s11(cascade_run, tmp_path):
         assert float(row["ours_se"]) == ours[nearest]["test_loss_se"] and row["se_kind"] == "test-set"
     assert [float(r["ours_prune_ratio"]) for r in rows] == pytest.approx([0, 0.4, 0.7, 0.7, 0.7, 0.7, 0.7])
     table = open(os.path.join(run, "analysis", "paper.md")).read()
-    assert "| Sparse Flows(PR=25%) | 25 | 1.157 |" in table and "| 40 (47) ‡ |" and "‡: no finished step within 1.5 points" in table in table
+    assert "| Sparse Flows(PR=25%) | 25 | 1.157 |" in table
+    assert "‡: no finished step within 1.5 points" in table
     assert "†: one base net, ± its standard error over the test samples" in table
     assert "λmax: ours" not in table and "no Hessian analysis" in table  # the paper's columns only
     assert "Not in Table S11: WT" in table
+    # the figure draws every finished FT step of ours and the paper's seven rows
+    assert os.path.getsize(os.path.join(run, "analysis", "paper.png")) > 0
+    from torchprune_flows.paper import table_for_dataset
+    from torchprune_flows.runner.analyze.paper import figure_series
+    from torchprune_flows.runner.runs import RunFolder
+    series = figure_series(table_for_dataset("ToyGaussians"), RunFolder.open(run).steps, [FT])
+    ours_line = next(v for k, v in series.items() if k.startswith("ours"))
+    assert [x for x, _, _ in ours_line] == pytest.approx([100.0 * r for r in sorted(ours)])
+    assert [y for _, y, _ in ours_line] == [ours[r]["test_loss"] for r in sorted(ours)]
+    paper_line = next(v for k, v in series.items() if k.startswith("paper"))
+    assert [y for _, y, _ in paper_line] == [1.173, 1.157, 1.148, 1.120, 1.136, 1.173, 1.244]
 
     assert analyze(["paper", run]) == 0  # a rerun replaces the section
     with open(os.path.join(run, "report.md")) as handle:
@@ -223,3 +235,20 @@ def test_a_dataset_without_a_table_is_one_error_line(cascade_run, tmp_path, caps
     assert not os.path.exists(os.path.join(run, "analysis", "paper.md"))
     with open(os.path.join(run, "report.md")) as handle:
         assert handle.read() == before
+
+
+def test_figure_draws_the_dense_control_at_the_prune_ratio_of_its_cycle():
+    from torchprune_flows.paper import table_for_dataset
+    from torchprune_flows.runner.analyze.paper import figure_series
+
+    def row(method, keep, cycle, loss, se=0.01):
+        return dict(method=method, keep_ratio=keep, prune_ratio=1 - keep, cycle=cycle, repetition=0, net=0,
+                    test_loss=loss, test_loss_se=se, converged=True, params=10)
+    steps = {i: r for i, r in enumerate([
+        row("ReferenceNet", 1.0, 0, 1.30), row(FT, 0.8, 1, 1.20), row(FT, 0.5, 2, 1.25),
+        row("DenseControl", 1.0, 1, 1.28), row("DenseControl", 1.0, 2, 1.27), row("DenseControl", 1.0, 3, 1.26)])}
+    series = figure_series(table_for_dataset("ToyGaussians"), steps, [FT])
+    control = next(v for k, v in series.items() if k.startswith("DenseControl"))
+    # cycle 3 has no FT step yet: not drawn; cycles 1 and 2 at FT's 20 % and 50 %
+    assert [c[0] for c in control] == pytest.approx([20.0, 50.0])
+    assert [c[1:] for c in control] == [(1.28, 0.01), (1.27, 0.01)]

@@ -6,8 +6,10 @@ nearest to the paper's (shown with its parameter count; the base nets at 0 %): t
 standard error over base nets (sample std / sqrt(n), converged nets), or with one net ± its
 standard error over the test samples (``test_loss_se``, marked †). Tables S11-S12 (FT) add our
 λmax, trace and κ from ``analyze hessian`` where its ``hessian.csv`` has that step. Writes
-``paper.md`` and ``paper.csv`` into ``--out`` and (re)writes the "Paper side by side" section
-of the run's ``report.md`` (a rerun replaces it).
+``paper.md``, ``paper.csv`` and ``paper.png`` (test NLL against prune ratio: every finished step
+of ours ± its standard error, the paper's rows, the dense control by cycle, the data entropy)
+into ``--out`` and (re)writes the "Paper side by side" section of the run's ``report.md`` (a
+rerun replaces it).
 """
 import csv
 import math
@@ -19,7 +21,7 @@ import numpy as np
 from torchprune_flows.paper import paper_tables, table_for_dataset
 
 from ..checkpoints import save_text
-from ..results import REFERENCE, finite_mean, format_param_count, is_converged, markdown_table, ratio_key, table_csv
+from ..results import DENSE_CONTROL, REFERENCE, finite_mean, format_param_count, is_converged, markdown_table, ratio_key, table_csv
 from ..runs import RunError, RunFolder
 from .common import method_label, percent, prune_ratio
 
@@ -112,6 +114,70 @@ def compare(table, steps, hessian, repetition=0, methods=None):
                     entry["ours_" + key] = None if ours is None else ours[key]
             out.append(entry)
     return out
+
+
+def figure_series(table, steps, methods, repetition=0):
+    """What ``paper.png`` draws: ``{label: [(prune %, mean, se), ...]}`` for each of our methods
+    (every finished step, the base nets at 0 %), the paper's NLL per method, and the dense
+    control with cycle i drawn at the prune ratio of the first method's cycle i."""
+    series = {}
+    for method in methods:
+        points = our_points(steps, method, repetition)
+        stats = [(100.0 * ratio, loss_statistics(rows)) for ratio, rows in sorted(points.items())]
+        series[f"ours, {method_label(method)}"] = [(x, s["mean"], s["se"]) for x, s in stats
+                                                   if math.isfinite(s["mean"])]
+        series[f"paper, {method_label(method)} (Table {table.id})"] = [
+            (100.0 * row["prune_ratio"], row["nll"][method], math.nan) for row in table.rows
+            if row["nll"].get(method) is not None and math.isfinite(row["nll"][method])]
+    ratio_of_cycle = {row.get("cycle"): prune_ratio(row) for row in steps.values()
+                      if methods and row["method"] == methods[0] and row["repetition"] == repetition}
+    by_cycle = {}
+    for row in steps.values():
+        if row["method"] == DENSE_CONTROL and row.get("cycle") in ratio_of_cycle:
+            by_cycle.setdefault(row["cycle"], []).append(row)
+    control = []
+    for cycle, rows in sorted(by_cycle.items()):
+        stats = loss_statistics(rows)
+        if math.isfinite(stats["mean"]):
+            control.append((100.0 * ratio_of_cycle[cycle], stats["mean"], stats["se"]))
+    if control:
+        series[f"{DENSE_CONTROL} (unpruned; cycle i at step i)"] = control
+    return series
+
+
+def write_figure(series, entropy, path, title, unit):
+    """``paper.png``: ``series`` with error bars (ours), markers (the paper), the entropy line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..render import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    try:
+        for label, points in series.items():
+            if not points:
+                continue
+            x, y, se = (np.array(v, dtype=float) for v in zip(*points))
+            if label.startswith("paper"):
+                ax.plot(x, y, linestyle="none", marker="x", markersize=8, color="black", label=label)
+            elif label.startswith(DENSE_CONTROL):
+                ax.errorbar(x, y, yerr=np.nan_to_num(se), color="dimgray", linestyle=":", marker="s",
+                            markersize=3, capsize=2, label=label)
+            else:
+                ax.errorbar(x, y, yerr=np.nan_to_num(se), marker="o", markersize=3, capsize=2, label=label)
+        for value, se in entropy.values():
+            ax.axhline(value, color="gray", linestyle="--", label=f"data entropy ({value:.3f} ± {se:.3f})")
+        ax.set_xlabel("Prune ratio (%)")
+        ax.set_ylabel(f"test NLL ({unit})")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 # -- formatting ------------------------------------------------------------------------
@@ -280,8 +346,8 @@ def run(args):
     from ..pipeline import data_entropy
 
     entries = compare(table, finished.steps, hessian, args.repetition, methods)
-    notes = _notes(table, cfg, run_methods, methods, hessian_path, hessian,
-                   data_entropy(cfg, lambda: build_split(cfg, "test")))
+    entropy = data_entropy(cfg, lambda: build_split(cfg, "test"))
+    notes = _notes(table, cfg, run_methods, methods, hessian_path, hessian, entropy)
     body = section_lines(table, entries, methods, cfg, notes)
     out_dir = args.out or finished.analysis_dir
     title = f"{cfg['network']['name']} on {cfg['network']['dataset']} beside Table {table.id}"
@@ -289,9 +355,12 @@ def run(args):
     save_text(table_csv([{k: v for k, v in e.items() if k != "paper_row"} for e in entries], COLUMNS),
               os.path.join(out_dir, "paper.csv"))
     save_text(markdown, os.path.join(out_dir, "paper.md"))
+    write_figure(figure_series(table, finished.steps, methods, args.repetition), entropy,
+                 os.path.join(out_dir, "paper.png"), title, UNITS.get(cfg["training"]["loss"], table.unit))
     report = finished.path("report.md")
     existing = open(report, encoding="utf-8").read() if os.path.isfile(report) else ""
     save_text(replace_section(existing, "\n".join(["## Paper side by side", ""] + body)), report)
     print(markdown)
-    print(f"written: {os.path.join(out_dir, 'paper.md')}, {os.path.join(out_dir, 'paper.csv')}; section in {report}")
+    print(f"written: {', '.join(os.path.join(out_dir, f) for f in ('paper.md', 'paper.csv', 'paper.png'))}; "
+          f"section in {report}")
     return 0
