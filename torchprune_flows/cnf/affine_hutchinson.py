@@ -2,11 +2,8 @@
 
 Why this exists: the generic path (:mod:`.divergence`) gets ``e^T df/dz`` from an autograd
 vector-Jacobian product with ``create_graph=True``, so every backward evaluation of an adjoint
-solve differentiates autograd's own backward graph (a double backward). On the paper's MINIBOONE
-net (``ffjord_l2_hm20_f1_softplus``, 1,000 rows, one thread) that made one backward evaluation
-cost 113 ms, of which the six 860x860 matrix products took about 60: the rest went to the
-elementwise graph of the double backward (``SoftplusBackwardBackward`` alone 19 ms). One backward
-evaluation then cost as much as FFJORD's, and time per batch followed NFE exactly.
+solve differentiates autograd's own backward graph (a double backward), whose elementwise part
+cost more than the matrix products (the measurements: README, "Solver cost").
 
 Here the stack ``a_l = gamma_l * (W_l h_{l-1} + b_l) + beta_l``, ``h_l = act(a_l)`` (concatsquash
 layers: ``gamma = sigmoid(gate(t))``, ``beta = shift(t)``; plain Linear layers: neither) carries

@@ -6,11 +6,8 @@ hm*D units, so L + 1 layers ``D -> hm*D -> ... -> D`` (L is FFJORD's ``nhidden``
 1e-8 and rtol 1e-6, adjoint gradients and a learnable end time per block (T = 1 at the start).
 
 The adjoint's backward solve runs at 3x those tolerances (``adjoint_tol_factor``; 1 gives the
-forward's). At 1e-8 / 1e-6 in float32 its step control mostly sees rounding: measured on the five
-paper nets at fresh weights, float32 gradients were as far from a float64 reference at 1e-10
-with the factor 3 as with 1 (0.9-1.6e-6 either way, the float32 floor), for 19-22 % fewer
-backward evaluations on MINIBOONE, POWER and GAS (32 -> 26, 160 -> 130, 166 -> 130) and the same
-on HEPMASS and BSDS300; at 10 the seminorm gradients of POWER and GAS drifted to 1.4-1.6e-5.
+forward's): in float32 its gradients are as accurate, for ~20 % fewer backward evaluations (the
+measurements: README, "Solver cost").
 """
 from ..cnf import CNF, FlowNetwork
 from ..cnf.solver import solver_spec

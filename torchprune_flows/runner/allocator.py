@@ -1,11 +1,9 @@
 """Keep freed memory in the process: glibc's defaults can make every evaluation fault its pages in.
 
-A solve allocates and frees batch-sized tensors (512 KB on the toy flows) at every vector-field
-evaluation. With glibc's defaults, blocks above a moving threshold come from ``mmap`` and the
-heap's free top is given back to the kernel, so depending on a process's allocation history
-each new tensor can fault its pages in again: on the toy flow's backward evaluation that was
-about 990 page faults and 2.6 ms of CPU instead of 0.1 faults and 0.85 ms, in one process out
-of two or three (measured on 2 cores). Fixed thresholds keep up to :data:`TRIM_THRESHOLD` of
+A solve allocates and frees batch-sized tensors at every vector-field evaluation. With glibc's
+defaults, blocks above a moving threshold come from ``mmap`` and the heap's free top is given back
+to the kernel, so each new tensor can fault its pages in again (3x slower evaluations in some
+processes: README, "Solver cost"). Fixed thresholds keep up to :data:`TRIM_THRESHOLD` of
 freed memory for reuse. Set by the runner, its Ray workers and the benchmarks; a no-op where
 the C library has no ``mallopt`` (not glibc).
 """
