@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import SHARED_DATA
 
 SHARED = SHARED_DATA
 

@@ -11,7 +11,7 @@ from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.cnf.fixed_layers import LogitTransform, Squeeze
 from torchprune_flows.networks.multiscale import MultiscaleFlow, number_of_scales
 from torchprune_flows.objectives import NLLBitsLoss
-from torchprune_flows.pruning import count_parameters, prunable_layers, prune
+from torchprune_flows.pruning import count_parameters, prune
 
 MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
 LOOSE = dict(atol=1e-3, rtol=1e-3)

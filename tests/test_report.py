@@ -103,7 +103,8 @@ def test_csv_round_trip(rows, tmp_path):
     assert len(back) == len(rows)
     assert [f for f in os.listdir(path.parent)] == ["results.csv"]  # no tmp left
 
-    key = lambda r: (r["net"], r["repetition"], r["method"], -r["keep_ratio"])
+    def key(r):
+        return r["net"], r["repetition"], r["method"], -r["keep_ratio"]
     assert [key(r) for r in back] == sorted(key(r) for r in rows)
     for got, want in zip(back, sorted(rows, key=key)):
         assert list(got) == RESULT_COLUMNS

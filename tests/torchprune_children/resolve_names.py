@@ -47,7 +47,7 @@ def late_plugin_flow(num_classes, **kwargs):
 
 report["late_registration"] = models.late_plugin_flow(num_classes=2)
 try:
-    models.fjord_l2_h64_sigmoid_da
+    _ = models.fjord_l2_h64_sigmoid_da  # a typo: must raise AttributeError
     report["unknown"] = None
 except AttributeError as err:
     report["unknown"] = str(err)

@@ -6,7 +6,7 @@ network gathers its fields' declarations with :class:`PrunableMixin`; the prunin
 them through :func:`structured_chains`, :func:`unit_companions` and :func:`prunable_layers`,
 which also hold the fallback for networks that declare nothing.
 """
-from typing import Dict, List, Protocol, Tuple, runtime_checkable
+from typing import List, Protocol, Tuple, runtime_checkable
 
 from torch import nn
 

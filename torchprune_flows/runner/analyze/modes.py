@@ -146,7 +146,7 @@ def _series(rows):
         if row["method"] == REFERENCE or row["error"]:
             continue
         series.setdefault((row["method"], row["net"]), []).append(row)
-    for (method, net), entries in series.items():
+    for (_method, net), entries in series.items():
         if net in references:
             entries.append(references[net])
         entries.sort(key=lambda r: r["prune_ratio"])
