@@ -114,3 +114,5 @@ def load_table(table_id):
 def table_for_dataset(dataset):
     """The table of our dataset ``dataset`` (e.g. ``"ToyGaussians"`` -> S11), or None."""
     return next((t for t in paper_tables().values() if t.dataset == dataset), None)
+
+__all__ = ["TABLE_DIR", "PaperTable", "load_table", "paper_tables", "parse_number", "table_for_dataset"]

@@ -36,3 +36,5 @@ def resolve(backend, method, adjoint):
     if backend != AUTO:
         return backend
     return "native" if adjoint and method in native.METHODS else "torchdiffeq"
+
+__all__ = ["ADAPTIVE_METHODS", "AUTO", "BACKENDS", "FIXED_METHODS", "Backend", "resolve"]
