@@ -12,6 +12,8 @@ the batch and its gradient) and stores the NFE of that pass (summed over CNF blo
 ``solver_method`` dopri5 / rk4 / euler;  ``gradient`` adjoint / seminorm / backprop;
 ``backend``       torchdiffeq / torchdyn;  ``atol``, ``rtol``, ``step_size`` (fixed-step only)
 ``nfe_forward``, ``nfe_backward``, ``params`` (nonzero), ``batch``
+``peak_memory_mib``  peak tensor memory of one (untimed) forward + backward pass, above what was
+                  allocated before it (``torchprune_flows.analysis.memory``)
 
 Cases are grouped ``"<family>: <axis>"``: the ``solver`` axis compares dopri5, rk4 and euler
 (all adjoint), ``gradient`` compares the adjoint, the seminorm adjoint and backprop through the
@@ -31,6 +33,7 @@ import numpy as np
 import pytest
 import torch
 
+from torchprune_flows.analysis.memory import peak_memory_mib
 from torchprune_flows.cnf import cnf_blocks, nfe_counts
 from torchprune_flows.pruning import count_nonzero, count_parameters, prune
 from torchprune_flows.runner.allocator import keep_freed_memory
@@ -112,6 +115,8 @@ def run_case(benchmark, net, x, rounds, **info):
     benchmark.extra_info.update(info)
     benchmark.extra_info.update(nfe_forward=nfe["forward"], nfe_backward=nfe["backward"],
                                 params=count_nonzero(net), batch=len(x))
+    torch.manual_seed(0)
+    benchmark.extra_info["peak_memory_mib"] = peak_memory_mib(forward_backward, net, x, device=x.device)
     assert nfe["forward"] > 0 and nfe["backward"] > 0
 
 

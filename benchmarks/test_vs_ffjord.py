@@ -17,6 +17,8 @@ ours' two adjoints on torchdiffeq (the default backend) and on torchdyn's solver
 ``ffjord_nfe_forward``, ``ffjord_nfe_backward``      FFJORD's (plain adjoint: its lib's only mode)
 ``seconds``, ``ffjord_seconds``                      every round's time, both sides
 ``time_ratio``                                       median ours / median FFJORD
+``peak_memory_mib``, ``ffjord_peak_memory_mib``      peak tensor memory of one more (untimed) pass
+                                                     each (``torchprune_flows.analysis.memory``)
 ``loss``, ``ffjord_loss``                            the batch's NLL on each side (MNIST: bits/dim,
                                                      FFJORD ``train_cnf.py``'s loss)
 ``grad_rel_diff``                                    ||g_ours - g_ffjord|| / ||g_ffjord|| over the
@@ -63,6 +65,7 @@ import torch
 from torch import nn
 
 import torchprune_flows as tf
+from torchprune_flows.analysis.memory import peak_memory_mib
 from torchprune_flows.cnf import cnf_blocks, dynamics, nfe_counts
 from torchprune_flows.data.toy import ToyGaussians
 from torchprune_flows.objectives import bits_per_dim
@@ -329,6 +332,11 @@ def side_by_side(benchmark, ours, theirs, x, rounds, passes=NATS, accuracy=None,
         _ACCURACY[key] = (accuracy or (lambda a, b, rows: gradient_accuracy(a, b, rows[:ACCURACY_BATCH])))(
             ours, theirs, x)
     benchmark.extra_info.update(_ACCURACY[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, step, net in (("peak_memory_mib", ours_step, ours), ("ffjord_peak_memory_mib", ffjord_step, theirs)):
+            torch.manual_seed(0)
+            benchmark.extra_info[name] = peak_memory_mib(step, net, x, device=x.device)
     assert loss == pytest.approx(ref["loss"], rel=1e-4, abs=1e-4)  # the same model, batch and probes
 
 

@@ -97,7 +97,7 @@ def test_a_folder_of_runs_defaults_to_its_analysis_folder(cascade_run, tmp_path)
 # -- the report on pytest-benchmark JSON ---------------------------------------------------------
 
 
-def _case(group, solver_method, gradient, method, keep, mean, stddev, nfe_f, nfe_b, rounds=3):
+def _case(group, solver_method, gradient, method, keep, mean, stddev, nfe_f, nfe_b, rounds=3, memory=None):
     """One entry as pytest-benchmark writes it (the fields the report reads, and a few more)."""
     name = f"test_toy_forward_backward[{group}-{solver_method}-{gradient}-{method}-{keep}]"
     return {
@@ -107,7 +107,8 @@ def _case(group, solver_method, gradient, method, keep, mean, stddev, nfe_f, nfe
                        "atol": 1e-5, "rtol": 1e-5, "step_size": None, "family": "toy",
                        "network": "ffjord_l2_h128_sigmoid", "solver": f"{solver_method}-{gradient}",
                        "method": method, "keep_target": keep, "keep_ratio": keep, "nfe_forward": nfe_f,
-                       "nfe_backward": nfe_b, "params": int(642 * keep), "batch": 1024},
+                       "nfe_backward": nfe_b, "params": int(642 * keep), "batch": 1024,
+                       **({} if memory is None else {"peak_memory_mib": memory})},
         "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 5, "max_time": 1.0,
                     "min_time": 5e-06, "warmup": False},
         "stats": {"min": mean - stddev, "max": mean + stddev, "mean": mean, "stddev": stddev, "rounds": rounds,
@@ -126,7 +127,7 @@ def write_benchmark_json(path, cases):
 
 
 BENCH_CASES = [
-    _case("solver", "dopri5", "adjoint", "dense", 1.0, 0.1234, 0.0042, 44, 26),
+    _case("solver", "dopri5", "adjoint", "dense", 1.0, 0.1234, 0.0042, 44, 26, memory=2.194),
     _case("solver", "dopri5", "adjoint", "WT", 0.5, 0.2081, 0.011, 50, 44),
     _case("solver", "dopri5", "adjoint", "FT", 0.5, 0.2163, 0.005, 50, 44),
     _case("solver", "rk4", "adjoint", "dense", 1.0, 0.0456, 0.0012, 80, 80),
@@ -146,8 +147,10 @@ def test_cost_report_on_benchmark_json(tmp_path, monkeypatch):
     cells = {(r[0], r[1], r[2]): dict(zip(header, r)) for r in rows if r[0] != header[0] and not r[0].startswith("---")}
     dense = cells[("dopri5 / adjoint / torchdiffeq", "dense", "1.000")]
     assert (dense["NFE-F"], dense["NFE-B"], dense["time / batch (ms)"]) == ("44", "26", "123 ± 4")
+    assert dense["peak memory (MiB)"] == "2.2"
     wt = cells[("dopri5 / adjoint / torchdiffeq", "WT", "0.500")]
     assert (wt["Prune ratio (%)"], wt["NFE-B"], wt["time / batch (ms)"]) == ("50", "44", "208 ± 11")
+    assert wt["peak memory (MiB)"] == "N/A"  # a file written before the field existed
     assert cells[("rk4 / adjoint / torchdiffeq", "FT", "0.500")]["time / batch (ms)"] == "47.1 ± 0.9"
     assert cells[("dopri5 / seminorm / torchdiffeq", "dense", "1.000")]["time / batch (ms)"] == "1500"  # 1 round
     assert "#### toy: solver" in text and "#### toy: gradient" in text

@@ -1,4 +1,4 @@
-"""``cost``: what solving the flows costs -- NFE-F, NFE-B and time per batch against prune ratio.
+"""``cost``: what solving the flows costs -- NFE-F, NFE-B, time (and memory) per batch against prune ratio.
 
 ``python -m experiment.analyze cost [RUN_DIR ...] [--benchmark bench.json ...] [--out DIR]``
 writes ``cost.md`` and ``cost_*.png`` plots (default folder: the first RUN_DIR's ``analysis/``,
@@ -27,7 +27,9 @@ Inputs and the quantities taken from them:
   per case the mean and std of the timed rounds (``stats``: seconds per forward + backward pass
   of one batch) and ``extra_info``'s ``nfe_forward`` / ``nfe_backward`` (of the last timed
   pass), ``method``, ``keep_ratio`` (reached), ``family``, ``solver_method``, ``gradient`` and
-  ``backend``. Cases are shown per benchmark group, one line per (solver configuration, method).
+  ``backend``, and ``peak_memory_mib`` (peak tensor memory of one pass; a fourth panel, N/A in
+  files written before it existed). Cases are shown per benchmark group, one line per (solver
+  configuration, method).
 
 (Over 350 lines because it reads two kinds of input into one report; each half is one section.)
 """
@@ -43,10 +45,11 @@ from ..results import (DENSE_CONTROL, REFERENCE, finite_mean, format_param_count
                        is_finite, markdown_table, ratio_key, read_results_csv)
 from ..runs import RunError, RunFolder, result_subfolders
 
-HELP = "NFE-F, NFE-B and time per batch against prune ratio, from runs and/or pytest-benchmark JSON"
+HELP = "NFE-F, NFE-B, time and memory per batch against prune ratio, from runs and/or pytest-benchmark JSON"
 
 DENSE = "dense"
-_PANELS = (("nfe_forward", "NFE-F"), ("nfe_backward", "NFE-B"), ("seconds", "time per batch (ms)"))
+_PANELS = (("nfe_forward", "NFE-F"), ("nfe_backward", "NFE-B"), ("seconds", "time per batch (ms)"),
+           ("peak_memory_mib", "peak memory per batch (MiB)"))
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D")
 
@@ -191,6 +194,7 @@ def load_benchmarks(path):
             "seconds": float(stats["mean"]),
             "seconds_std": float(stats["stddev"]) if is_finite(stats.get("stddev")) else math.nan,
             "rounds": stats.get("rounds"),
+            "peak_memory_mib": float(info["peak_memory_mib"]) if is_finite(info.get("peak_memory_mib")) else math.nan,
         })
     if not cases:
         raise RunError(f"{path} has no benchmark case with nfe_forward / nfe_backward in extra_info "
@@ -225,6 +229,11 @@ def format_time(seconds, std=None, rounds=None):
     if is_finite(std) and (rounds is None or rounds > 1):
         text += f" ± {format_ms(std, like=seconds)}"
     return text
+
+
+def format_mib(value):
+    """Memory in MiB with one decimal; N/A when unknown."""
+    return f"{float(value):.1f}" if is_finite(value) else "N/A"
 
 
 def _slug(text):
@@ -338,10 +347,11 @@ def _benchmark_sections(path, cases, out_dir, index):
         batches = ", ".join(dict.fromkeys(str(c["batch"]) for c in members if c["batch"] is not None))
         lines += [f"#### {group}" + (f" ({networks}, batch {batches})" if networks else ""), ""]
         header = ["Solver (method / gradient / backend)", "Pruning", "Keep ratio", "Prune ratio (%)", "Params",
-                  "NFE-F", "NFE-B", "time / batch (ms)", "rounds"]
+                  "NFE-F", "NFE-B", "time / batch (ms)", "rounds", "peak memory (MiB)"]
         body = [[c["solver"], c["method"], f"{c['keep_ratio']:.3f}", format_percent(c["prune_ratio"]),
                  format_param_count(c["params"]), format_nfe(c["nfe_forward"]), format_nfe(c["nfe_backward"]),
-                 format_time(c["seconds"], c["seconds_std"], c["rounds"]), str(c["rounds"])] for c in members]
+                 format_time(c["seconds"], c["seconds_std"], c["rounds"]), str(c["rounds"]),
+                 format_mib(c["peak_memory_mib"])] for c in members]
         lines += markdown_table(header, body) + [""]
         plot_path = os.path.join(out_dir, f"cost_bench{index}_{_slug(group)}.png")
         _plot(members, lambda c: (c["solver"], c["method"]), {DENSE}, group, plot_path)
@@ -374,7 +384,10 @@ def write_cost_report(runs, benchmarks, out_dir):
         lines += ["## Benchmarks", "",
                   "Time per batch: pytest-benchmark's mean ± std over the timed rounds of one forward + "
                   "backward pass (NLL of the batch and its gradient). NFE-F / NFE-B: the pass's function "
-                  "evaluations summed over CNF blocks (extra_info). Keep ratio: the one reached by pruning; "
+                  "evaluations summed over CNF blocks (extra_info). Peak memory: the tensor memory one more "
+                  "(untimed) pass allocates at its peak, above what was allocated before it (extra_info; "
+                  "the adjoint's is independent of the number of steps, backprop's grows with it). "
+                  "Keep ratio: the one reached by pruning; "
                   "the dense net is every method's 0 % point in the plots.", ""]
         for index, (path, cases) in enumerate(benchmarks):
             section, bench_plots = _benchmark_sections(path, cases, out_dir, index)
