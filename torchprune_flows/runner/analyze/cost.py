@@ -320,13 +320,13 @@ def _run_sections(summaries, out_dir):
                 for s in summary]
         lines += markdown_table(header, body) + [""]
     by_dataset = {}
-    for label, _, summary in summaries:
+    for _, _, summary in summaries:
         for entry in summary:
             by_dataset.setdefault(str(entry["dataset"]), []).append(entry)
     for dataset, entries in by_dataset.items():
         several = len({e["run"] for e in entries}) > 1
         path = os.path.join(out_dir, f"cost_run_{_slug(dataset)}.png")
-        _plot(entries, lambda e: (e["run"] if several else None, e["method"]), {REFERENCE},
+        _plot(entries, lambda e, several=several: (e["run"] if several else None, e["method"]), {REFERENCE},
               f"{dataset}: cost against prune ratio", path, _RUN_PANELS)
         plots.append(path)
         lines += [f"![{dataset} cost]({os.path.basename(path)})", ""]
