@@ -11,6 +11,7 @@ gradients, save/load, pruning).
 A family registered without examples fails here: it would otherwise go untested.
 """
 import math
+import os
 
 import pytest
 import torch
@@ -21,7 +22,11 @@ from torchprune_flows.pruning import (count_nonzero, count_parameters, export_st
                                       prunable_layers, prune, structured_chains, unit_companions)
 from torchprune_flows.pruning.masks import refresh_pruned_tensors
 from torchprune_flows.registry import NETWORKS
+from torchprune_flows.registry.plugins import load_plugins
 
+#: a vector-field family from a plugin file (the README's example), registered as --plugin does
+PLUGIN_FAMILY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "my_flows.py")
+load_plugins([PLUGIN_FAMILY])
 #: every family (template or sized exact name) and its examples, listed at import, i.e. before any
 #: test registers a network of its own
 FAMILIES = NETWORKS.families()
@@ -102,6 +107,7 @@ def test_the_contract_covers_every_kind_of_built_in_network():
     for prefix in ("ffjord_l", "cnf_l", "node_l", "ffjord_multiscale_mnist", "ffjord_multiscale_cifar"):
         assert any(name.startswith(prefix) for name in names), prefix
     assert any("_hm" in name for name in names)  # the tabular family
+    assert "myflow_h8" in names  # the plugin's family
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
