@@ -32,6 +32,7 @@ from .data import build_loaders, build_splits
 from .distributed import is_writer, prune_once, run_once
 from .render import write_report
 from .results import COLUMN_DEFAULTS, DENSE_CONTROL, REFERENCE, RESULT_COLUMNS, write_results_csv
+from .plan import SweepPlan
 from .runs import RunFolder
 from .training import DidNotConverge, evaluate, evaluation_estimator, train
 
@@ -81,7 +82,7 @@ class Experiment:
         self.metrics = [METRICS.get(m["type"])(out_size, **m.get("kwargs", {}))
                         for m in self.training["metricsTest"]]
         self._splits = None
-        self._sweep_bar = None
+        self.progress = tqdm(disable=True)  # the sweep's bar while a runner walks the plan
 
     # -- building blocks -------------------------------------------------------------
     def build_network(self):
@@ -95,29 +96,24 @@ class Experiment:
 
     # -- the sweep -------------------------------------------------------------------
     def run(self):
-        exp = self.cfg["experiments"]
-        chains = len(self.methods) + (1 if self.control else 0)
-        per_net = 1 + exp["numRepetitions"] * chains * len(self.keep_ratios)
-        self._sweep_bar = tqdm(total=exp["numNets"] * per_net, desc="steps", unit="step", dynamic_ncols=True,
-                               position=0)
+        plan = SweepPlan.of(self)
+        self.progress = plan.progress_bar(position=0)
         try:
-            for net_idx in range(exp["numNets"]):
-                reference = self.reference_step(net_idx)
-                if self.mode == "train":
-                    continue
-                for rep in range(exp["numRepetitions"]):
-                    for method in self.methods:
-                        self.prune_sweep(net_idx, rep, method, reference)
-                    if self.control:
-                        self.control_sweep(net_idx, rep, reference)
+            for net in plan.nets:
+                reference = self.reference_step(net.net)
+                for chain in net.chains:
+                    if chain.is_control:
+                        self.control_sweep(chain.net, chain.repetition, reference)
+                    else:
+                        self.prune_sweep(chain.net, chain.repetition, chain.method, reference)
         finally:
-            self._sweep_bar.close()
+            self.progress.close()
         return self.write_outputs()
 
     def reference_step(self, net_idx):
         step = self.folder.reference_step(net_idx)
         if self.folder.is_finished(step):
-            self._sweep_bar.update()
+            self.progress.update()
             return self.folder.load_state(step)
         torch.manual_seed(step_seed(self.cfg["seed"], net_idx, "init"))
         net = self.build_network()
@@ -135,7 +131,7 @@ class Experiment:
             step = self.folder.pruned_step(net_idx, rep, method, i)
             if self.folder.is_finished(step):
                 previous = self.folder.load_state(step)
-                self._sweep_bar.update()
+                self.progress.update()
                 continue
             seed = step_seed(self.cfg["seed"], net_idx, rep, method, i)
             start = previous if self.mode in ("cascade", "cascade-rewind") else reference
@@ -165,7 +161,7 @@ class Experiment:
             step = self.folder.control_step(net_idx, rep, i)
             if self.folder.is_finished(step):
                 previous = self.folder.load_state(step)
-                self._sweep_bar.update()
+                self.progress.update()
                 continue
             seed = step_seed(self.cfg["seed"], net_idx, rep, DENSE_CONTROL, i)
             desc = f"net{net_idx} r{rep} {DENSE_CONTROL} cycle={i + 1}"
@@ -244,10 +240,10 @@ class Experiment:
     def _finish(self, step, row, state):
         row["prune_ratio"] = 1.0 - row["keep_ratio"]
         if not is_writer():  # under torchrun, rank 0 writes the run folder
-            self._sweep_bar.update()
+            self.progress.update()
             return
         self.folder.finish(step, row, state)
-        self._sweep_bar.update()
+        self.progress.update()
         status = "" if row["converged"] else "  (did not converge)"
         tqdm.write(f"[{step}] keep={row['keep_ratio']:.3f} params={row['params']} "
                    f"test_loss={row['test_loss']:.4f} nfe_f={row['nfe_forward']}{status}")

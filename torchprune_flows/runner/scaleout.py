@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 
-from tqdm import tqdm
+from .plan import SweepPlan
 
 INSTALL_HINT = "--workers needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install ray)"
 
@@ -125,9 +125,7 @@ def _experiment(run, out_dir, device, plugins):
     from .pipeline import Experiment
 
     _set_up_worker(plugins)
-    experiment = Experiment(run, out_dir, device)
-    experiment._sweep_bar = tqdm(disable=True)
-    return experiment
+    return Experiment(run, out_dir, device)
 
 
 def reference_chain(run, out_dir, device, plugins, net_idx):
@@ -273,8 +271,8 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     reference_task = ray.remote(reference_chain).options(**options)
     pruning_task = ray.remote(pruning_chain).options(**options)
     control_task = ray.remote(control_chain).options(**options)
-    per_rep = len(experiment.methods) + (1 if experiment.control else 0)
-    chains = exp["numRepetitions"] * per_rep if experiment.mode != "train" else 0
+    plan = SweepPlan.of(experiment)
+    chains = plan.chains_per_net
     local, started_here = None, False
     if not ray.is_initialized():
         if address:  # the command line connects first (:func:`connect`); this is for other callers
@@ -287,12 +285,11 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
     device = str(experiment.device)
     pending, steps = {}, {}  # task -> number of its steps; task -> its step names
     folder = experiment.folder
-    per_net = 1 + chains * len(experiment.keep_ratios)
-    bar = tqdm(total=exp["numNets"] * per_net, desc="steps", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = plan.progress_bar(file=sys.stderr)
     try:
         references = {}
         if local is not None and exp["numNets"] == 1:
-            experiment._sweep_bar = bar
+            experiment.progress = bar
             experiment.reference_step(0)  # in this process, while Ray starts
             references[0] = folder.reference_step(0)
             if gpu:
@@ -301,24 +298,19 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                 torch.cuda.empty_cache()  # the chains' workers get the GPU memory
         if local is not None:
             local.wait()
-        for net_idx in range(exp["numNets"]):
-            reference = references.get(net_idx)
+        for net in plan.nets:
+            reference = references.get(net.net)
             if reference is None:
-                reference = reference_task.remote(run, experiment.out_dir, device, plugins, net_idx)
-                pending[reference], steps[reference] = 1, [folder.reference_step(net_idx)]
-            if experiment.mode == "train":
-                continue
-            for rep in range(exp["numRepetitions"]):
-                for method in experiment.methods:
-                    chain = pruning_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, method,
-                                                reference)
-                    pending[chain] = len(experiment.keep_ratios)
-                    steps[chain] = [folder.pruned_step(net_idx, rep, method, i)
-                                    for i in range(len(experiment.keep_ratios))]
-                if experiment.control:
-                    chain = control_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, reference)
-                    pending[chain] = len(experiment.keep_ratios)
-                    steps[chain] = [folder.control_step(net_idx, rep, i) for i in range(len(experiment.keep_ratios))]
+                reference = reference_task.remote(run, experiment.out_dir, device, plugins, net.net)
+                pending[reference], steps[reference] = 1, [net.reference]
+            for chain in net.chains:
+                if chain.is_control:
+                    task = control_task.remote(run, experiment.out_dir, device, plugins, chain.net, chain.repetition,
+                                               reference)
+                else:
+                    task = pruning_task.remote(run, experiment.out_dir, device, plugins, chain.net, chain.repetition,
+                                               chain.method, reference)
+                pending[task], steps[task] = len(chain.steps), list(chain.steps)
         warm = []  # a joined cluster's workers for the chains start while the reference trains
         if local is None and address and exp["numNets"] == 1 and chains:
             spare = int(ray.cluster_resources().get("CPU", 1)) - 1  # one CPU stays the reference's
