@@ -2,7 +2,8 @@
 
 ``PYTHONPATH=TREE python benchmarks/toy_epoch.py CONFIG --state S --epochs N [--save PATH]`` prints
 one JSON line: per epoch the training seconds (wall, the runner's own per-epoch record), the CPU
-seconds of the last epoch (this thread), the mean NFE-F / NFE-B per batch and the training loss. It uses only the
+seconds of the last epoch (this thread), the mean NFE-F / NFE-B per batch and the training loss;
+``--data FILE`` trains on the rows in FILE (written by the first call). It uses only the
 runner API that every version of this package since the first release has (``resolve_config``,
 ``Experiment``, ``build_loaders``, ``train``), so the same script times an older checkout beside
 the current one (``benchmarks/test_toy_epoch.py``). Like the runner: one torch thread, and freed
@@ -10,6 +11,7 @@ memory kept for reuse where that tree's runner does it.
 """
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -23,6 +25,8 @@ def main():
     parser.add_argument("--start-epoch", type=int, default=0)
     parser.add_argument("--save", help="write the trained state here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="train on these rows ({data, targets}) instead of the tree's own; "
+                                       "written here when the file does not exist yet")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -46,6 +50,13 @@ def main():
         import_state(net, torch.load(args.state, weights_only=True))
     tcfg = dict(experiment.training, numEpochs=args.start_epoch + args.epochs)
     tcfg["earlyStopEpoch"] = tcfg["numEpochs"]  # no validation: training batches only
+    if args.data:  # one set of points for both trees: a tree's toy generators may differ from another's
+        rows = experiment.splits["train"]
+        if os.path.exists(args.data):
+            saved = torch.load(args.data, weights_only=True)
+            rows.data, rows.targets = saved["data"], saved["targets"]
+        else:
+            torch.save({"data": rows.data, "targets": rows.targets}, args.data)
     loaders = build_loaders(experiment.splits, tcfg, args.seed)
     cpu = []
 
