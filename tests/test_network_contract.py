@@ -19,14 +19,17 @@ import torch.nn.functional as F
 
 from torchprune_flows.cnf import cnf_blocks, set_solver, standard_normal_logprob, without_divergence
 from torchprune_flows.pruning import (count_nonzero, count_parameters, export_state, get_masks, import_state,
-                                      prunable_layers, prune, structured_chains, unit_companions)
+                                      method_names, prunable_layers, prune, pruning_method, structured_chains,
+                                      unit_companions)
 from torchprune_flows.pruning.masks import refresh_pruned_tensors
 from torchprune_flows.registry import NETWORKS
 from torchprune_flows.registry.plugins import load_plugins
 
 #: a vector-field family from a plugin file (the README's example), registered as --plugin does
 PLUGIN_FAMILY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "my_flows.py")
-load_plugins([PLUGIN_FAMILY])
+#: and a third pruning method from a plugin file (random unstructured pruning)
+PLUGIN_METHOD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "random_pruning.py")
+load_plugins([PLUGIN_FAMILY, PLUGIN_METHOD])
 #: every family (template or sized exact name) and its examples, listed at import, i.e. before any
 #: test registers a network of its own
 FAMILIES = NETWORKS.families()
@@ -162,7 +165,15 @@ def _unit_entries(chains):
     return max(sizes + [1])
 
 
-@pytest.mark.parametrize("method", ["WT", "FT"])
+#: every registered pruning method, the plugin's included
+METHODS = [pruning_method(name) for name in method_names()]
+
+
+def test_the_plugin_method_and_both_built_in_methods_are_covered():
+    assert {m.label for m in METHODS} >= {"WT", "FT", "RP"}
+
+
+@pytest.mark.parametrize("method", [m.name for m in METHODS], ids=[m.label for m in METHODS])
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_pruning_reaches_the_keep_ratio_and_keeps_the_structure(example, method):
     net = build(example)
@@ -204,7 +215,7 @@ def test_pruning_reaches_the_keep_ratio_and_keeps_the_structure(example, method)
             weight_mask = getattr(layer, "weight_mask", torch.ones_like(layer.weight)).bool()
             kept_units = weight_mask.reshape(len(weight_mask), -1).any(dim=1)
             assert weight_mask[kept_units, :time_inputs].all(), "a weight reading time was pruned"
-        if method == "FT":
+        if pruning_method(method).structured:
             rows = getattr(last, "weight_mask", torch.ones_like(last.weight)).reshape(last.weight.shape[0], -1)
             assert rows.bool().any(dim=1).all(), "FT cut an output unit off from its inputs"
     x = inputs(net)

@@ -12,6 +12,7 @@ from .registry import (  # noqa: F401
     list_families,
     register_dataset,
     register_loss,
+    register_method,
     register_metric,
     register_network,
 )

@@ -1,4 +1,5 @@
-"""WT (``ThresNet``, unstructured magnitude) and FT (``FilterThresNet``, structured L1) pruning.
+"""WT (``ThresNet``, unstructured magnitude) and FT (``FilterThresNet``, structured L1) pruning,
+the two built-in entries of the method registry (``torchprune_flows.register_method``).
 
 Both reach a target *keep ratio*, by default (``over="all_parameters"``, torchprune's
 ``net.size()``) nonzero entries over all parameters of the pruned network divided by the
@@ -9,10 +10,10 @@ its bias, which no longer affects the output); with ``over="prunable_weights"`` 
 of the prunable layers over their weight count (biases and every other parameter left out).
 Cascaded calls only ever add to the existing masks.
 """
-import difflib
-
 import torch
 
+from ..registry import METHODS, register_method
+from ..registry.suggest import close_matches
 from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
 from .protocol import prunable_layers, structured_chains, unit_companions
 
@@ -230,6 +231,7 @@ def _unit_plans(net, layers, chains, companions):
     return plan_for, len(events)
 
 
+@register_method("ThresNet", alias="WT", in_torchprune=True)
 def prune_weights(net, keep_ratio, params_original, over="all_parameters"):
     """WT: keep the largest-magnitude weights of all prunable layers under one global threshold.
 
@@ -240,6 +242,7 @@ def prune_weights(net, keep_ratio, params_original, over="all_parameters"):
     return _prune_to_ratio(net, keep_ratio, params_original, _threshold_plans, over)
 
 
+@register_method("FilterThresNet", alias="FT", structured=True, in_torchprune=True)
 def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
     """FT: in every prunable layer keep the same fraction of output units (Linear rows / Conv2d
     filters), chosen by the L1 norm of their weights; the last layer of each vector field keeps
@@ -251,22 +254,37 @@ def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
     return _prune_to_ratio(net, keep_ratio, params_original, _unit_plans, over, removes_units=True)
 
 
-METHODS = {"ThresNet": prune_weights, "FilterThresNet": prune_filters}
-ALIASES = {"WT": "ThresNet", "FT": "FilterThresNet"}
+def pruning_method(name):
+    """The registered :class:`~torchprune_flows.registry.PruningMethod` of a name or alias;
+    unknown names raise :class:`PruningError` listing close matches and every method."""
+    if name in METHODS:
+        return METHODS.get(name)
+    methods = [METHODS.get(n) for n in METHODS.names()]
+    for method in methods:
+        if method.alias == name:
+            return method
+    METHODS._load_plugins()  # an entry-point plugin may register it
+    if name in METHODS:
+        return METHODS.get(name)
+    known = [n for m in methods for n in (m.name, m.alias) if n]
+    close = close_matches(name, known)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    available = ", ".join(f"{m.name}/{m.alias}" if m.alias else m.name for m in methods)
+    raise PruningError(f"unknown pruning method '{name}'{hint} (available: {available}; a plugin adds one "
+                       "with torchprune_flows.register_method)")
 
 
 def canonical_method(name):
-    """torchprune's class name for a method name or alias; unknown names list close matches."""
-    if name in METHODS:
-        return name
-    if name in ALIASES:
-        return ALIASES[name]
-    close = difflib.get_close_matches(name, list(METHODS) + list(ALIASES), n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise PruningError(f"unknown pruning method '{name}'{hint} (available: ThresNet/WT, FilterThresNet/FT)")
+    """The registered name of a method name or alias (torchprune's class name for WT and FT)."""
+    return pruning_method(name).name
+
+
+def method_names():
+    """Every registered method's name (sorted)."""
+    return METHODS.names()
 
 
 def prune(net, method, keep_ratio, params_original, over="all_parameters"):
     """Prune ``net`` in place with ``method`` (name or alias) to ``keep_ratio`` counted ``over``
     (:data:`KEEP_RATIO_COUNTS`); returns the achieved keep ratio in that count."""
-    return METHODS[canonical_method(method)](net, keep_ratio, params_original, over)
+    return pruning_method(method)(net, keep_ratio, params_original, over)

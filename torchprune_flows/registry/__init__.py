@@ -1,4 +1,4 @@
-"""The registries of networks, datasets, losses and metrics, and their decorators.
+"""The registries of networks, datasets, losses, metrics and pruning methods, and their decorators.
 
     from torchprune_flows.registry import register_network
 
@@ -12,13 +12,15 @@ examples=["ffjord_l2_h8_tanh"], choices={"activation": Choices(["tanh", "relu"])
 :func:`list_families` lists every family with its examples (small members that build fast).
 """
 from .core import Choices, Example, InvalidFieldError, Registry, UnknownNameError
+from .methods import PruningMethod
 from .plugins import ENTRY_POINT_GROUP, PluginImportError, load_entry_point_plugins, load_plugins, plugin_reference
 
 NETWORKS = Registry("network")
 DATASETS = Registry("dataset")
 LOSSES = Registry("loss")
 METRICS = Registry("metric")
-REGISTRIES = {"network": NETWORKS, "dataset": DATASETS, "loss": LOSSES, "metric": METRICS}
+METHODS = Registry("method")
+REGISTRIES = {"network": NETWORKS, "dataset": DATASETS, "loss": LOSSES, "metric": METRICS, "method": METHODS}
 
 
 def register_network(name, *, examples=None, choices=None):
@@ -46,6 +48,21 @@ def register_metric(name):
     return METRICS.register(name)
 
 
+def register_method(name, *, alias=None, structured=False, in_torchprune=False):
+    """Decorator: register a pruning function ``f(net, keep_ratio, params_original, over) -> keep
+    ratio reached`` as a :class:`PruningMethod` (see :mod:`.methods`); returns ``f`` unchanged.
+    ``alias``: a short name configs may use; ``structured``: it removes whole units (the runner
+    retrains the compacted net); ``in_torchprune``: torchprune's runner has a method of this name."""
+
+    def decorate(prune):
+        method = PruningMethod(name, prune, alias, structured, in_torchprune)
+        same = METHODS._entry(name)  # the same registration again (a plugin loaded twice) stays silent
+        METHODS.register(name, same if same == method else method)
+        return prune
+
+    return decorate
+
+
 def build_network(name, **kwargs):
     return NETWORKS.build(name, **kwargs)
 
@@ -66,7 +83,7 @@ def list_families(kind="network", pattern=None):
 
 __all__ = [
     "Choices", "DATASETS", "ENTRY_POINT_GROUP", "Example", "InvalidFieldError", "LOSSES", "METRICS",
-    "NETWORKS", "REGISTRIES", "PluginImportError", "Registry", "UnknownNameError", "build_dataset",
+    "METHODS", "NETWORKS", "PruningMethod", "REGISTRIES", "PluginImportError", "Registry", "UnknownNameError", "build_dataset",
     "build_network", "list_entries", "list_families", "load_entry_point_plugins", "load_plugins", "plugin_reference",
-    "register_dataset", "register_loss", "register_metric", "register_network",
+    "register_dataset", "register_loss", "register_method", "register_metric", "register_network",
 ]

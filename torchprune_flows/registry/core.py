@@ -43,7 +43,7 @@ class InvalidFieldError(UnknownNameError, ValueError):
     """A name matches a family template, but a field's value is not one the family accepts."""
 
 
-PLURALS = {"network": "networks", "dataset": "datasets", "loss": "losses", "metric": "metrics"}
+PLURALS = {"network": "networks", "dataset": "datasets", "loss": "losses", "metric": "metrics", "method": "methods"}
 _FIELD = re.compile(r"\{(\w+)(?::([d*]))?\}")
 _FIELD_PATTERNS = {None: r"[a-z0-9]+", "d": r"\d+", "*": r".+"}
 
@@ -86,7 +86,7 @@ def _patterns(pattern):
 
 
 class Registry:
-    """Entries of one kind (networks, datasets, losses, metrics)."""
+    """Entries of one kind (networks, datasets, losses, metrics, pruning methods)."""
 
     def __init__(self, kind):
         self.kind = kind

@@ -16,7 +16,7 @@ MAX_REPAIR_LENGTH = 80
 def field_repairs(registry, name):
     """Valid names made by replacing an unaccepted field value with close accepted ones."""
     repaired = []
-    for template, regex, ints, _ in reversed(registry._families):
+    for template, regex, _ints, _ in reversed(registry._families):
         match = regex.match(name)
         choices = registry._choices.get(template, {})
         if not match or not choices:
@@ -58,3 +58,9 @@ def close_names(registry, name, n=3):
     ratio = {c: difflib.SequenceMatcher(None, name, c).ratio() for c in single_edits(registry, name)}
     found += [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if c not in found]
     return found[:n]
+
+
+def close_matches(name, candidates, n=3, cutoff=0.5):
+    """Up to ``n`` of a plain list of ``candidates`` close to ``name`` (case ignored), closest first."""
+    ratio = {c: difflib.SequenceMatcher(None, str(name).lower(), c.lower()).ratio() for c in candidates}
+    return [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if ratio[c] >= cutoff][:n]

@@ -13,7 +13,7 @@ import os
 import sys
 
 from torchprune_flows.data.checks import DataFileError
-from torchprune_flows.pruning import PruningError, canonical_method, count_parameters
+from torchprune_flows.pruning import PruningError, canonical_method, count_parameters, pruning_method
 from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
                                        UnknownNameError, load_entry_point_plugins, load_plugins, plugin_reference)
 
@@ -264,10 +264,25 @@ def run_torchprune_engine(args):
             raise ConfigError("experiments.keepRatioOver: prunable_weights only applies to our runner "
                               "(torchprune's keep ratios count every parameter); drop it, or run without "
                               "--engine torchprune")
-        return run(args.config, [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins])
+        plugins = [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins]
+        load_plugins(plugins)
+        ours_only = [m for m in cfg["experiments"]["methods"] if _only_ours(m)]
+        if ours_only:
+            raise ConfigError(f"pruning method {', '.join(ours_only)} runs under our runner only (torchprune's has "
+                              "no such method); drop it from experiments.methods, or run without --engine torchprune")
+        return run(args.config, plugins)
     except (ConfigError, PluginImportError, EngineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _only_ours(method):
+    """A registered method torchprune lacks; a name we do not know is left to torchprune's runner
+    (it has methods we do not implement)."""
+    try:
+        return not pruning_method(method).in_torchprune
+    except PruningError:
+        return False
 
 
 def check_launch(args):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
-                                      import_state, write_back)
+                                      import_state, pruning_method, write_back)
 from torchprune_flows.registry import DATASETS, LOSSES, METRICS, NETWORKS
 
 from .checkpoints import save_text
@@ -141,7 +141,7 @@ class Experiment:
             if self.mode == "cascade-rewind":  # weights back to the trained base net, masks kept
                 net = self._from_state({"state_dict": reference["state_dict"], "masks": pruned["masks"]})
             desc = f"net{net_idx} r{rep} {method} keep={keep:.3f}"
-            compact_training = canonical_method(method) == "FilterThresNet"
+            compact_training = pruning_method(method).structured  # whole units gone: retrain the smaller net
             row, state = self._train_and_evaluate(net, step, self._retraining_at(i), self.retraining["startEpoch"],
                                                   desc, seed, compact_training=compact_training)
             row.update(net=net_idx, repetition=rep, method=method, keep_ratio=keep, cycle=i + 1,

@@ -1,5 +1,5 @@
 """What the run analyses share: selecting steps of a finished run, labelling them."""
-from torchprune_flows.pruning import ALIASES, canonical_method
+from torchprune_flows.pruning import PruningError, canonical_method, pruning_method
 
 from ..results import DENSE_CONTROL, REFERENCE, format_percent
 from ..runs import RunError
@@ -64,8 +64,10 @@ def select_steps(run, nets, methods=None, keeps=None, repetition=0, reference=Tr
 
 def method_label(method):
     """Short name of a method: its alias (WT, FT) when it has one."""
-    short = {full: alias for alias, full in ALIASES.items()}
-    return short.get(method, method)
+    try:
+        return pruning_method(method).label
+    except PruningError:  # a method of a plugin this process did not load
+        return method
 
 
 def prune_ratio(row):
