@@ -21,13 +21,15 @@ class Backend(NamedTuple):
 
 BACKENDS = {
     "native": Backend(native.METHODS, native.integrate),
-    "torchdiffeq": Backend(ADAPTIVE_METHODS + FIXED_METHODS, with_torchdiffeq.integrate),
+    # torchdiffeq has no tsit5 (torchdyn has)
+    "torchdiffeq": Backend(tuple(m for m in ADAPTIVE_METHODS + FIXED_METHODS if m != "tsit5"), with_torchdiffeq.integrate),
     "torchdyn": Backend(with_torchdyn.METHODS, with_torchdyn.integrate),
 }
 
 #: ``backend: auto`` (the default): our own Dormand–Prince adjoint where it applies, since it is
 #: the cheapest (README, "Solver cost"); torchdiffeq for every other method and for backprop
-#: through the solver, whose step sizes torchdiffeq keeps in the graph
+#: through the solver, whose step sizes torchdiffeq keeps in the graph; torchdyn for a method only
+#: it has (tsit5)
 AUTO = "auto"
 
 
@@ -35,6 +37,8 @@ def resolve(backend, method, adjoint):
     """The backend name a solve with ``backend`` (possibly ``auto``) and ``method`` runs on."""
     if backend != AUTO:
         return backend
-    return "native" if adjoint and method in native.METHODS else "torchdiffeq"
+    if adjoint and method in native.METHODS:
+        return "native"
+    return "torchdiffeq" if method in BACKENDS["torchdiffeq"].methods else "torchdyn"
 
 __all__ = ["ADAPTIVE_METHODS", "AUTO", "BACKENDS", "FIXED_METHODS", "Backend", "resolve"]
