@@ -25,6 +25,6 @@ setup(
         "h5py",
     ],
     # six and requests: imported by the vendored torchprune that the tests run against; ray: --workers
-    extras_require={"test": ["pytest", "pytest-benchmark", "six", "requests", "ray>=2.9"], "ray": ["ray>=2.9"]},
+    extras_require={"test": ["pytest", "pytest-benchmark", "six", "requests", "ray>=2.9", "ruff"], "ray": ["ray>=2.9"]},
     entry_points={"console_scripts": ["torchprune-flows=torchprune_flows.runner.cli:run_from_command_line"]},
 )

@@ -52,7 +52,7 @@ class StandaloneFlow:
         self.stages = exported["stages"] if "stages" in exported else [exported["blocks"]]
         # the shape at the end of every stage, before its second half of channels is factored out
         shape, self.stage_shapes = list(self.data_shape), []
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             for layer in stage:
                 if layer["kind"] == "squeeze":
                     shape = [shape[0] * 4, shape[1] // 2, shape[2] // 2]

@@ -144,7 +144,7 @@ def prepare(args):
         except (TypeError, ValueError) as err:
             raise UsageError(f"cannot build network '{run.cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
-            experiment.splits
+            _ = experiment.splits
         except (FileNotFoundError, DataFileError) as err:
             raise UsageError(str(err)) from err
         check_split_sizes(run.cfg, experiment.splits)

@@ -311,11 +311,13 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                     task = pruning_task.remote(run, experiment.out_dir, device, plugins, chain.net, chain.repetition,
                                                chain.method, reference)
                 pending[task], steps[task] = len(chain.steps), list(chain.steps)
-        warm = []  # a joined cluster's workers for the chains start while the reference trains
+        # a joined cluster's workers for the chains start (and import) while the reference trains;
+        # their results are never read
+        _warm_refs = []
         if local is None and address and exp["numNets"] == 1 and chains:
             spare = int(ray.cluster_resources().get("CPU", 1)) - 1  # one CPU stays the reference's
             warm_task = ray.remote(warm_worker).options(num_cpus=1, num_gpus=0, runtime_env=NORMAL_PRIORITY)
-            warm = [warm_task.remote(plugins) for _ in range(min(chains, spare))]
+            _warm_refs = [warm_task.remote(plugins) for _ in range(min(chains, spare))]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)  # returns as soon as one is done
             if done:
