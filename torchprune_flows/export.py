@@ -6,6 +6,10 @@ sampling and log-densities need neither this package nor the runner. Supported: 
 flows (a chain of CNF blocks with MLP or concatsquash vector fields) and the multiscale image
 flows (logit transform, squeezes, CNF blocks with concat-conv fields, factor-out between stages);
 any :class:`~torchprune_flows.cnf.FlowNetwork` whose chain holds only these layers, too.
+
+What is written for each kind is in two tables, :data:`FIELD_EXPORTS` (vector fields) and
+:data:`LAYER_EXPORTS` (the other layers); the loader keeps the matching ones
+(``standalone.FIELD_KINDS`` / ``LAYER_KINDS``), and a test checks they name the same kinds.
 """
 import inspect
 from typing import NamedTuple

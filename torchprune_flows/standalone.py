@@ -21,6 +21,7 @@ match. Format ``/2`` holds ``stages``: lists of layers (CNF blocks with an MLP, 
 concat-conv vector field; ``logit`` and ``squeeze``), and between consecutive stages the second
 half of the channels is factored out to the latent (the multiscale image flows); toy and tabular
 flows are one stage of CNF blocks. Format ``/1`` files (``blocks``: one chain of CNF blocks) load too.
+The kinds this loader reads are the keys of :data:`FIELD_KINDS` and :data:`LAYER_KINDS`.
 
 ``log_prob`` is the log-density in nats per sample (per image for image flows: of the image
 scaled to [0, 1], including the logit transform's log-determinant); ``bits_per_dim`` converts it
