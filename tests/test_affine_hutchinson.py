@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from torchprune_flows.cnf import CNF, SolverSpec, twice_differentiable
-from torchprune_flows.cnf.affine_hutchinson import ACTIVATIONS, AffineLayer, field_and_hutchinson
+from torchprune_flows.cnf.activations import ACTIVATIONS, activation_of
+from torchprune_flows.cnf.affine_hutchinson import AffineLayer, field_and_hutchinson
 from torchprune_flows.cnf.divergence import divergence_hutchinson
 from torchprune_flows.networks.concatsquash import ConcatSquashField
 from torchprune_flows.networks.mlp import ACTIVATIONS as ACTIVATION_NAMES, MLPField
@@ -38,7 +39,27 @@ def _fused(field, t, z, probe):
 
 
 def test_every_activation_of_the_network_families_is_reproduced():
-    assert {type(m()) for m in ACTIVATION_NAMES.values()} <= set(ACTIVATIONS)
+    assert list(ACTIVATION_NAMES) == list(ACTIVATIONS)
+    for name, module in ACTIVATION_NAMES.items():
+        assert activation_of(module()) is ACTIVATIONS[name]
+    # non-default arguments compute another function: the one-pass path does not take them
+    assert activation_of(nn.Softplus(beta=2)) is None and activation_of(nn.ELU(alpha=0.5)) is None
+    assert activation_of(nn.GELU()) is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_activation_s_slope_and_curvature_are_its_derivatives(name):
+    activation = ACTIVATIONS[name]
+    a = torch.linspace(-3, 3, 13, dtype=torch.double).add(0.01).requires_grad_(True)  # off relu's kink
+    value, slope = activation.value_and_slope(a)
+    torch.testing.assert_close(value, activation.module()(a))
+    (autograd_slope,) = torch.autograd.grad(value.sum(), a, create_graph=True)
+    torch.testing.assert_close(slope, autograd_slope)
+    if autograd_slope.requires_grad:
+        (autograd_curvature,) = torch.autograd.grad(autograd_slope.sum(), a)
+    else:  # relu: piecewise linear
+        autograd_curvature = torch.zeros_like(a)
+    torch.testing.assert_close(activation.curvature(a, value, slope), autograd_curvature)
 
 
 @pytest.mark.parametrize("kind", ["concatsquash", "mlp"])
@@ -79,7 +100,7 @@ def test_backward_matches_finite_differences(activation):
                           torch.rand(1, b, dtype=torch.double).add(0.5).requires_grad_(True),
                           torch.randn(1, b, dtype=torch.double, requires_grad=True))
               for a, b in zip(widths[:-1], widths[1:])]
-    act = ACTIVATIONS[type(ACTIVATION_NAMES[activation]())]
+    act = ACTIVATIONS[activation]
     probe = torch.randn(4, 3, dtype=torch.double)
     z = torch.randn(4, 3, dtype=torch.double, requires_grad=True)
     flat = [t for layer in layers for t in layer]

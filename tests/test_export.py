@@ -199,3 +199,59 @@ def test_the_export_command_on_an_image_run(tmp_path):
     folder.finish(folder.pruned_step(0, 0, "FilterThresNet", 0),
                   {"net": 0, "repetition": 0, "method": "FilterThresNet", "keep_ratio": 0.3}, export_state(net))
     _check_export_command(folder.run_dir, str(tmp_path / "ft.pt"), 0.3, _data((1, 8, 8), 4, seed=5))
+
+
+def test_the_loader_reads_every_kind_export_writes():
+    """export.py and the standalone loader (which cannot import the package) each keep a table of kinds."""
+    from torchprune_flows import export, standalone
+
+    assert sorted(entry.kind for entry in export.FIELD_EXPORTS.values()) == sorted(standalone.FIELD_KINDS)
+    assert sorted(entry.kind for entry in export.LAYER_EXPORTS.values()) == sorted(standalone.LAYER_KINDS)
+    assert not set(standalone.FIELD_KINDS) & set(standalone.LAYER_KINDS)
+
+
+def test_the_loader_s_activations_are_the_package_s():
+    from torchprune_flows import standalone
+    from torchprune_flows.cnf.activations import ACTIVATIONS
+
+    assert list(standalone.ACTIVATIONS) == list(ACTIVATIONS)
+    a = torch.linspace(-25, 25, 101, dtype=torch.float64)  # beyond softplus's threshold of 20 too
+    for name, activation in ACTIVATIONS.items():
+        expected = activation.module()(a)
+        assert torch.equal(standalone.ACTIVATIONS[name](a), expected), name
+        assert torch.allclose(activation.value_and_slope(a)[0], expected, rtol=1e-12, atol=1e-12), name
+
+
+def test_export_refuses_an_activation_the_loader_does_not_know():
+    torch.manual_seed(0)
+    net = tf.build_network("ffjord_l3_h8_tanh_high_tol")
+    field = cnf_blocks(net)[0].vector_field
+    field.net[1] = torch.nn.GELU()
+    with pytest.raises(NotImplementedError, match="export writes the activations sigmoid, .*MLPField uses GELU"):
+        exported_dict(net)
+    field.net[1] = torch.nn.Softplus(beta=2)  # another function than the loader's softplus
+    with pytest.raises(NotImplementedError, match="uses Softplus\\(beta=2"):
+        exported_dict(net)
+    field.net[1] = torch.nn.Softplus()
+    with pytest.raises(NotImplementedError, match="one activation per vector field; MLPField uses softplus, tanh"):
+        exported_dict(net)
+
+
+def test_a_single_layer_field_exports_without_an_activation():
+    torch.manual_seed(0)
+    net = tf.build_network("cnf_l1_h8_tanh_high_tol")
+    exported = exported_dict(net)
+    assert exported["stages"][0][0]["activation"] is None
+    x = _data((2,), 4, seed=1)
+    with torch.no_grad():
+        assert torch.allclose(_load(exported).log_prob(x), net.log_prob(x), rtol=1e-3, atol=0)
+
+
+def test_the_loader_refuses_kinds_it_does_not_know():
+    torch.manual_seed(0)
+    exported = exported_dict(tf.build_network("ffjord_l2_h8_tanh_high_tol"))
+    block = exported["stages"][0][0]
+    with pytest.raises(ValueError, match="unknown layer kind 'resnet'; this loader reads mlp, concatsquash"):
+        _load(dict(exported, stages=[[dict(block, kind="resnet")]]))
+    with pytest.raises(ValueError, match="unknown activation 'gelu' in a mlp block; this loader reads sigmoid"):
+        _load(dict(exported, stages=[[dict(block, activation="gelu")]]))

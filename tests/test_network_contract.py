@@ -3,10 +3,13 @@
 Flows (anything with ``log_prob``, ``sample`` and ``inverse``): finite log-density, a gradient on
 every parameter from the NLL, sample -> latent round trip, identical log-density after a
 state_dict save/load, WT and FT reaching their keep ratios with the structural invariants and
-surviving export/import of the pruned state, and, where the data dimension is small, the
-log-density against log N(z) - log|det d inverse / dz| from a brute-force autograd Jacobian.
-Neural-ODE classifiers are not flows: they get the checks that apply (finite outputs,
-gradients, save/load, pruning).
+surviving export/import of the pruned state, compaction of the FT-pruned flow keeping its
+log-density, the exported standalone file (:func:`torchprune_flows.export_flow`) giving the same
+log-densities and samples, and, where the data dimension is small, the log-density against
+log N(z) - log|det d inverse / dz| from a brute-force autograd Jacobian. Neural-ODE classifiers
+are not flows: they get the checks that apply (finite outputs, gradients, save/load, pruning,
+compaction). A family that cannot be compacted or exported is listed, with the reason, in
+:data:`NOT_COMPACTABLE` / :data:`NOT_EXPORTABLE`, and must refuse with that reason.
 
 A family registered without examples fails here: it would otherwise go untested.
 """
@@ -17,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torchprune_flows import compact, export_flow
 from torchprune_flows.cnf import cnf_blocks, set_solver, standard_normal_logprob, without_divergence
 from torchprune_flows.pruning import (count_nonzero, count_parameters, export_state, get_masks, import_state,
                                       method_names, prunable_layers, prune, pruning_method, structured_chains,
@@ -34,6 +38,15 @@ load_plugins([PLUGIN_FAMILY, PLUGIN_METHOD])
 #: test registers a network of its own
 FAMILIES = NETWORKS.families()
 EXAMPLES = [pytest.param(example, id=example.name) for examples in FAMILIES.values() for example in examples]
+#: example name -> its family's entry (a key of FAMILIES)
+FAMILY_OF = {example.name: entry for entry, examples in FAMILIES.items() for example in examples}
+#: families whose networks compaction refuses: entry -> the reason the error names (none today)
+NOT_COMPACTABLE = {}
+#: families whose networks export refuses: entry -> the reason the error names
+NOT_EXPORTABLE = {
+    "node_l{num_linear_layers:d}_h{hidden_width:d}_{activation}[_{suffix:*}]":
+        "export supports flows made of CNF blocks .* NeuralODEClassifier is not one",  # a classifier: no density
+}
 #: brute-force Jacobians only up to this data dimension
 JACOBIAN_MAX_DIM = 8
 KEEP_RATIO = 0.5
@@ -253,3 +266,65 @@ def test_log_density_matches_a_brute_force_jacobian(example):
     actual = net.log_prob(x).detach()
     assert log_det.abs().min() > 1e-3  # a real change of volume, not the identity
     assert torch.allclose(actual, expected, atol=1e-6, rtol=0), (actual, expected)
+
+
+def _ft_pruned(example):
+    net = build(example)
+    prune(net, "FT", KEEP_RATIO, count_parameters(net))
+    return net
+
+
+def test_the_not_compactable_and_not_exportable_lists_name_registered_families():
+    for entry in [*NOT_COMPACTABLE, *NOT_EXPORTABLE]:
+        assert entry in FAMILIES, f"'{entry}' is listed but not a registered family"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_compaction_keeps_the_outputs(example):
+    net = _ft_pruned(example)
+    x = inputs(net)
+    if FAMILY_OF[example.name] in NOT_COMPACTABLE:
+        with pytest.raises(NotImplementedError, match=NOT_COMPACTABLE[FAMILY_OF[example.name]]):
+            compact(net)
+        return
+    with torch.no_grad():
+        expected = outputs(net, x)
+        small = compact(net)
+        got = outputs(small, x)  # the same probes: compaction keeps every block's data dimension
+        assert torch.equal(outputs(net, x), expected)  # the pruned network is unchanged
+    # physically smaller by exactly the entries FT removed (whole units, their rows and columns)
+    assert count_parameters(small) == count_nonzero(net) < count_parameters(net)
+    assert not get_masks(small)
+    # the same function; an adaptive solver's step decisions may differ by rounding
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3), (got - expected).abs().max()
+
+
+def _load_standalone(path):
+    """The exported file read as a user without the package would (in this process, for speed;
+    tests/test_export.py runs it where the package cannot be imported)."""
+    exported = torch.load(path, weights_only=True)
+    namespace = {}
+    exec(exported["loader"], namespace)
+    return namespace["StandaloneFlow"](exported)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_exported_standalone_flow_gives_the_same_log_density(example, tmp_path):
+    net = _ft_pruned(example)
+    path = str(tmp_path / "flow.pt")
+    if FAMILY_OF[example.name] in NOT_EXPORTABLE:
+        with pytest.raises(NotImplementedError, match=NOT_EXPORTABLE[FAMILY_OF[example.name]]):
+            export_flow(net, path)
+        assert not os.listdir(tmp_path)
+        return
+    flow = _load_standalone(export_flow(net, path))
+    x = inputs(net)
+    z = torch.randn(BATCH, *input_shape(net), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, expected_samples = log_density(net, x), net.sample(BATCH, z=z)
+    torch.manual_seed(2)  # the probes log_density draws
+    got = flow.log_prob(x)
+    # the loader integrates with torchdiffeq, whose steps our native solver takes up to rounding
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3), (got - expected).abs().max()
+    samples = flow.sample(BATCH, z=z)
+    assert torch.allclose(samples, expected_samples, rtol=1e-3, atol=1e-3), (samples - expected_samples).abs().max()

@@ -21,6 +21,7 @@ match. Format ``/2`` holds ``stages``: lists of layers (CNF blocks with an MLP, 
 concat-conv vector field; ``logit`` and ``squeeze``), and between consecutive stages the second
 half of the channels is factored out to the latent (the multiscale image flows); toy and tabular
 flows are one stage of CNF blocks. Format ``/1`` files (``blocks``: one chain of CNF blocks) load too.
+The kinds this loader reads are the keys of :data:`FIELD_KINDS` and :data:`LAYER_KINDS`.
 
 ``log_prob`` is the log-density in nats per sample (per image for image flows: of the image
 scaled to [0, 1], including the logit transform's log-determinant); ``bits_per_dim`` converts it
@@ -38,8 +39,68 @@ from torch.nn import functional as F
 
 FORMAT = "torchprune_flows.standalone/2"
 READABLE_FORMATS = ("torchprune_flows.standalone/1", FORMAT)
+#: the activations of the package's vector fields, by name (this file imports nothing from the
+#: package: tests check that this equals its table, torchprune_flows.cnf.activations)
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "softplus": F.softplus, "tanh": torch.tanh, "relu": torch.relu,
                "elu": F.elu, "swish": F.silu}
+
+
+def _mlp(layer, t, z):
+    return F.linear(z, layer["weight"], layer["bias"])
+
+
+def _concatsquash(layer, t, z):  # main(z) * sigmoid(gate(t)) + shift(t)
+    tt = t.reshape(1, 1).to(z.dtype)
+    return (F.linear(z, layer["weight"], layer["bias"])
+            * torch.sigmoid(F.linear(tt, layer["gate_weight"], layer["gate_bias"]))
+            + F.linear(tt, layer["shift_weight"]))
+
+
+def _concatconv(layer, t, z):  # conv(z) + a bias-free conv over one channel that holds t everywhere
+    tt = t.to(z.dtype).expand(1, 1, *z.shape[2:])
+    return (F.conv2d(z, layer["weight"], layer["bias"], padding=layer["padding"])
+            + F.conv2d(tt, layer["time_weight"], padding=layer["padding"]))
+
+
+#: the vector fields of CNF blocks, by the block's ``kind``: one layer ``(layer, t, z) -> z``; the
+#: block's activation goes between consecutive layers (the package's side: export.FIELD_EXPORTS)
+FIELD_KINDS = {"mlp": _mlp, "concatsquash": _concatsquash, "concatconv": _concatconv}
+
+
+def _squeeze(layer, x, delta_logp, reverse):  # every 2x2 patch into the channels: (C, H, W) -> (4C, H/2, W/2)
+    b, c, h, w = x.shape
+    if reverse:
+        x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, 2 * h, 2 * w)
+    else:
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
+    return x, delta_logp
+
+
+def _logit(layer, x, delta_logp, reverse):  # y = logit(alpha + (1 - 2 alpha) x); delta_logp -= log |dy/dx|
+    alpha = layer["alpha"]
+    s = torch.sigmoid(x) if reverse else alpha + (1 - 2 * alpha) * x
+    log_det = (math.log(1 - 2 * alpha) - torch.log(s) - torch.log1p(-s)).reshape(x.shape[0], -1).sum(dim=1)
+    if reverse:
+        return (s - alpha) / (1 - 2 * alpha), delta_logp + log_det
+    return torch.log(s) - torch.log1p(-s), delta_logp - log_det
+
+
+#: the other layers, by ``kind``: ``(apply, shape)``, ``apply(layer, x, delta_logp, reverse) -> (x,
+#: delta_logp)`` in the density direction (``reverse=False``) or the sampling one, ``shape(c, h, w)``
+#: the shape it makes of one sample's (the package's side: export.LAYER_EXPORTS)
+LAYER_KINDS = {"squeeze": (_squeeze, lambda c, h, w: (4 * c, h // 2, w // 2)),
+               "logit": (_logit, lambda *shape: shape)}
+
+
+def _check_layer(layer):
+    """Raise ``ValueError`` unless this loader knows the layer's kind and (CNF blocks) activation."""
+    kind = layer.get("kind")
+    if kind in FIELD_KINDS:
+        if len(layer["layers"]) > 1 and layer.get("activation") not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {layer.get('activation')!r} in a {kind} block; this loader "
+                             f"reads {', '.join(ACTIVATIONS)}")
+    elif kind not in LAYER_KINDS:
+        raise ValueError(f"unknown layer kind {kind!r}; this loader reads {', '.join([*FIELD_KINDS, *LAYER_KINDS])}")
 
 
 class StandaloneFlow:
@@ -54,29 +115,19 @@ class StandaloneFlow:
         shape, self.stage_shapes = list(self.data_shape), []
         for stage in self.stages:
             for layer in stage:
-                if layer["kind"] == "squeeze":
-                    shape = [shape[0] * 4, shape[1] // 2, shape[2] // 2]
+                _check_layer(layer)
+                if layer["kind"] in LAYER_KINDS:
+                    shape = list(LAYER_KINDS[layer["kind"]][1](*shape))
             self.stage_shapes.append(tuple(shape))
             shape[0] //= 2
 
     @staticmethod
     def _field(block, t, z):
-        act = ACTIVATIONS[block["activation"]]
-        layers = block["layers"]
+        layer_map, layers = FIELD_KINDS[block["kind"]], block["layers"]
         for i, layer in enumerate(layers):
-            if block["kind"] == "mlp":
-                z = F.linear(z, layer["weight"], layer["bias"])
-            elif block["kind"] == "concatsquash":  # main(z) * sigmoid(gate(t)) + shift(t)
-                tt = t.reshape(1, 1).to(z.dtype)
-                z = (F.linear(z, layer["weight"], layer["bias"])
-                     * torch.sigmoid(F.linear(tt, layer["gate_weight"], layer["gate_bias"]))
-                     + F.linear(tt, layer["shift_weight"]))
-            else:  # concatconv: conv(z) + a bias-free conv over one channel that holds t everywhere
-                tt = t.to(z.dtype).expand(1, 1, *z.shape[2:])
-                z = (F.conv2d(z, layer["weight"], layer["bias"], padding=layer["padding"])
-                     + F.conv2d(tt, layer["time_weight"], padding=layer["padding"]))
+            z = layer_map(layer, t, z)
             if i < len(layers) - 1:
-                z = act(z)
+                z = ACTIVATIONS[block["activation"]](z)
         return z
 
     @staticmethod
@@ -128,20 +179,8 @@ class StandaloneFlow:
 
     def _layer(self, layer, x, delta_logp, reverse, divergence, generator):
         """One layer in the density direction (``reverse=False``) or the sampling direction."""
-        if layer["kind"] == "squeeze":  # every 2x2 patch into the channels: (C, H, W) -> (4C, H/2, W/2)
-            b, c, h, w = x.shape
-            if reverse:
-                x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, 2 * h, 2 * w)
-            else:
-                x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
-            return x, delta_logp
-        if layer["kind"] == "logit":  # y = logit(alpha + (1 - 2 alpha) x); delta_logp -= log |dy/dx|
-            alpha = layer["alpha"]
-            s = torch.sigmoid(x) if reverse else alpha + (1 - 2 * alpha) * x
-            log_det = (math.log(1 - 2 * alpha) - torch.log(s) - torch.log1p(-s)).reshape(x.shape[0], -1).sum(dim=1)
-            if reverse:
-                return (s - alpha) / (1 - 2 * alpha), delta_logp + log_det
-            return torch.log(s) - torch.log1p(-s), delta_logp - log_det
+        if layer["kind"] in LAYER_KINDS:
+            return LAYER_KINDS[layer["kind"]][0](layer, x, delta_logp, reverse)
         return self._solve(layer, x, delta_logp, reverse, divergence or layer["divergence"], generator)
 
     @torch.no_grad()

@@ -10,9 +10,9 @@ layers: ``gamma = sigmoid(gate(t))``, ``beta = shift(t)``; plain Linear layers: 
 the probe forward as a tangent, ``r_l = gamma_l * (W_l v_{l-1})``, ``v_l = act'(a_l) r_l`` with
 ``v_0 = e``, so that ``r_L = (df/dz) e`` and the estimate is ``sum(e * r_L)``: the same matrix
 products as the vector-Jacobian product (the trace is the same number) and one hand-written
-backward with the activation's second derivative instead of a double backward. The result is the
-generic path's to rounding (tests compare values and gradients in float64, and the gradients
-against finite differences).
+backward with the activation's second derivative (:mod:`.activations`) instead of a double
+backward. The result is the generic path's to rounding (tests compare values and gradients in
+float64, and the gradients against finite differences).
 
 The backward is first-order only: differentiating it with ``create_graph=True`` raises (it would
 otherwise treat its saved intermediates as constants and miss second-order terms). Adjoint solves
@@ -26,90 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-
-def _softplus(a):
-    d1 = torch.sigmoid(a)
-    return nn.functional.softplus(a), d1
-
-
-def _tanh(a):
-    h = torch.tanh(a)
-    return h, 1 - h * h
-
-
-def _sigmoid(a):
-    h = torch.sigmoid(a)
-    return h, torch.addcmul(h, h, h, value=-1)  # h (1 - h) in one pass over the batch
-
-
-def _relu(a):
-    d1 = (a > 0).to(a.dtype)
-    return a * d1, d1
-
-
-def _elu(a):
-    h = nn.functional.elu(a)
-    return h, torch.where(a > 0, torch.ones_like(a), h + 1)
-
-
-def _silu(a):
-    s = torch.sigmoid(a)
-    return a * s, s * (1 + a * (1 - s))
-
-
-def _second_softplus(a, h, d1):
-    return torch.addcmul(d1, d1, d1, value=-1)
-
-
-def _second_tanh(a, h, d1):
-    return -2 * h * d1
-
-
-def _second_sigmoid(a, h, d1):
-    return torch.addcmul(d1, d1, h, value=-2)
-
-
-def _second_relu(a, h, d1):
-    return torch.zeros_like(a)
-
-
-def _second_elu(a, h, d1):
-    return torch.where(a > 0, torch.zeros_like(a), h + 1)
-
-
-def _second_silu(a, h, d1):
-    s = torch.sigmoid(a)
-    return s * (1 - s) * (2 + a * (1 - 2 * s))
-
-
-class Activation(NamedTuple):
-    """``value_and_slope(a) -> (act(a), act'(a))`` and ``curvature(a, act(a), act'(a)) -> act''(a)``."""
-
-    value_and_slope: callable
-    curvature: callable
-
-
-#: activation modules this path reproduces exactly (default arguments only), by type
-ACTIVATIONS = {
-    nn.Softplus: Activation(_softplus, _second_softplus),
-    nn.Tanh: Activation(_tanh, _second_tanh),
-    nn.Sigmoid: Activation(_sigmoid, _second_sigmoid),
-    nn.ReLU: Activation(_relu, _second_relu),
-    nn.ELU: Activation(_elu, _second_elu),
-    nn.SiLU: Activation(_silu, _second_silu),
-}
-
-
-def activation_of(module):
-    """The :class:`Activation` of ``module``, or None when this path cannot reproduce it."""
-    kind = ACTIVATIONS.get(type(module))
-    if kind is None:
-        return None
-    if isinstance(module, nn.Softplus) and (module.beta != 1 or module.threshold != 20):
-        return None
-    if isinstance(module, nn.ELU) and module.alpha != 1.0:
-        return None
-    return kind
+from .activations import Activation, activation_of
 
 
 class AffineLayer(NamedTuple):
@@ -308,5 +225,5 @@ def _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs, grads, at):
         grads[at + 3] = grad_folded_bias.reshape(layer.shift.shape)
 
 
-__all__ = ["ACTIVATIONS", "Activation", "AffineLayer", "activation_of", "field_and_hutchinson",
+__all__ = ["Activation", "AffineLayer", "activation_of", "field_and_hutchinson",
            "field_hutchinson_and_vjp", "plain_linear_tensors"]

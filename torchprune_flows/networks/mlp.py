@@ -3,11 +3,12 @@ import difflib
 
 from torch import nn
 
+from ..cnf.activations import ACTIVATIONS as ACTIVATION_TABLE
 from ..cnf.affine_hutchinson import AffineLayer, activation_of, plain_linear_tensors
 from ..registry import Choices
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU,
-               "elu": nn.ELU, "swish": nn.SiLU}
+#: name -> module class of every activation a field may use (the table: :mod:`torchprune_flows.cnf.activations`)
+ACTIVATIONS = {name: activation.module for name, activation in ACTIVATION_TABLE.items()}
 
 
 def check_activation(name):
