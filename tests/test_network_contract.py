@@ -46,6 +46,8 @@ NOT_COMPACTABLE = {}
 NOT_EXPORTABLE = {
     "node_l{num_linear_layers:d}_h{hidden_width:d}_{activation}[_{suffix:*}]":
         "export supports flows made of CNF blocks .* NeuralODEClassifier is not one",  # a classifier: no density
+    # the plugin's own field kind: the standalone loader (self-contained) only knows the package's kinds
+    "myflow_h{hidden:d}": "export supports the vector fields .* not Field",
 }
 #: brute-force Jacobians only up to this data dimension
 JACOBIAN_MAX_DIM = 8
