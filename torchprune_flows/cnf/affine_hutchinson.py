@@ -158,10 +158,12 @@ def _with_pattern(layer, pattern):
 
 #: CSR kernels for WT-masked layers where they pay (module doc); read at every stack build
 SPARSE_KERNELS = os.environ.get("TORCHPRUNE_FLOWS_SPARSE_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
-#: the kernel choice, one thread, batch 1,000 (README, "Solver cost"): on 860x860 the CSR products
-#: gain from density ~0.05 down (1.5x at 0.04, 1.0x at 0.1, 0.5x at 0.2); on 43x860 and 860x43
-#: they lose at every density (0.25-0.7x), as on the 64x64 toy layers
-SPARSE_MAX_DENSITY = 0.05
+#: the kernel choice from per-product timings (one thread, batch 1,000, CPU time; README, "Solver
+#: cost"): 860x860 at density 0.003 / 0.04 / 0.06 / 0.08 / 0.1, CSR over dense: state product 5.1 /
+#: 2.0 / 1.8 / 1.4 / 1.3x, cotangent 3.2 / 1.8 / 1.5 / 1.2 / 1.1x, weight gradient 3.2 / 1.5 / 1.2 /
+#: 1.0 / 0.8x (a backward evaluation's six: 1.46x at 0.06, 1.17x at 0.08, 1.04x at 0.1); 256x256
+#: 1.2-1.8x at 0.04; 43x860, 860x43 and the toy 64x64 layers lose at every density
+SPARSE_MAX_DENSITY = 0.08
 SPARSE_MIN_WIDTH = 256
 _PATTERNS = weakref.WeakKeyDictionary()  # module -> (mask, mask version, SparsePattern or None)
 
