@@ -19,7 +19,17 @@ otherwise treat its saved intermediates as constants and miss second-order terms
 (whose backward evaluations call ``autograd.grad`` without ``create_graph``), backprop through the
 solver and evaluation without gradients all use it; second derivatives (the Hessian analysis)
 take the generic path inside :func:`torchprune_flows.cnf.twice_differentiable`.
+
+Sparse kernels (issue 21): a layer whose weight is masked by ``torch.nn.utils.prune`` (WT) at a
+density of at most :data:`SPARSE_MAX_DENSITY`, with at least :data:`SPARSE_MIN_WIDTH` inputs and
+outputs, on the CPU in float32/float64, runs its six products per evaluation (state and tangent
+forward, both cotangents back, the weight gradient of each) as CSR products on the mask's nonzero
+entries (:class:`SparsePattern`, built once per mask); everything else stays dense. Off with
+``TORCHPRUNE_FLOWS_SPARSE_KERNELS=0`` or ``affine_hutchinson.SPARSE_KERNELS = False``.
 """
+import os
+import warnings
+import weakref
 from typing import NamedTuple, Optional
 
 import torch
@@ -36,6 +46,123 @@ class AffineLayer(NamedTuple):
     bias: Optional[torch.Tensor]
     gate: Optional[torch.Tensor] = None
     shift: Optional[torch.Tensor] = None
+
+
+class MaskedAffineLayer(AffineLayer):
+    """An :class:`AffineLayer` whose weight is zero off a fixed mask, computed with sparse kernels:
+    ``pattern`` is the mask's :class:`SparsePattern` (the tuple's four tensors are unchanged)."""
+
+    pattern = None
+
+
+def pattern_of(layer):
+    """The :class:`SparsePattern` a layer runs on, or None (dense)."""
+    return getattr(layer, "pattern", None)
+
+
+def with_tensors(layer, *tensors):
+    """A layer of ``layer``'s kind (and sparse pattern) with other tensors ``weight, bias, gate, shift``."""
+    return _with_pattern(AffineLayer(*tensors), pattern_of(layer))
+
+
+def _with_pattern(layer, pattern):
+    if pattern is None:
+        return layer
+    out = MaskedAffineLayer(*layer)
+    out.pattern = pattern
+    return out
+
+
+#: CSR kernels for WT-masked layers where they pay (module doc); read at every stack build
+SPARSE_KERNELS = os.environ.get("TORCHPRUNE_FLOWS_SPARSE_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+#: the kernel choice from per-product timings (one thread, batch 1,000, CPU time; README, "Solver
+#: cost"): 860x860 at density 0.003 / 0.04 / 0.06 / 0.08 / 0.1, CSR over dense: state product 5.1 /
+#: 2.0 / 1.8 / 1.4 / 1.3x, cotangent 3.2 / 1.8 / 1.5 / 1.2 / 1.1x, weight gradient 3.2 / 1.5 / 1.2 /
+#: 1.0 / 0.8x (a backward evaluation's six: 1.46x at 0.06, 1.17x at 0.08, 1.04x at 0.1); 256x256
+#: 1.2-1.8x at 0.04; 43x860, 860x43 and the toy 64x64 layers lose at every density
+SPARSE_MAX_DENSITY = 0.08
+SPARSE_MIN_WIDTH = 256
+_PATTERNS = weakref.WeakKeyDictionary()  # module -> (mask, mask version, SparsePattern or None)
+
+
+class SparsePattern:
+    """The CSR structure of a mask (out, in) and of its transpose: ``rows``/``cols`` of the nonzero
+    entries in row-major order, ``flat`` their indices in the flattened weight, and the order
+    ``t_order`` of the same entries in the transpose's row-major order. Each evaluation gathers the
+    ``nnz`` values and wraps them (:meth:`matrix`, :meth:`transposed`) without converting."""
+
+    def __init__(self, mask):
+        mask = mask.detach() != 0
+        out_features, in_features = mask.shape
+        self.shape = (out_features, in_features)
+        self.rows, self.cols = mask.nonzero(as_tuple=True)
+        self.flat = self.rows * in_features + self.cols
+        self.crow = _crow(self.rows, out_features)
+        self.t_order = torch.argsort(self.cols * out_features + self.rows)
+        self.t_crow = _crow(self.cols, in_features)
+        self.t_col = self.rows[self.t_order]
+
+    @property
+    def nnz(self):
+        return self.flat.numel()
+
+    def values(self, weight):
+        """The mask's entries of a dense (out, in) ``weight``, in CSR order."""
+        return weight.reshape(-1).index_select(0, self.flat)
+
+    def matrix(self, values):
+        return _csr(self.crow, self.cols, values, self.shape)
+
+    def transposed(self, values):
+        return _csr(self.t_crow, self.t_col, values.index_select(0, self.t_order), self.shape[::-1])
+
+    def dense(self, values):
+        """The (out, in) dense tensor with ``values`` on the mask, zeros elsewhere."""
+        return values.new_zeros(self.shape[0] * self.shape[1]).index_copy_(0, self.flat, values).view(self.shape)
+
+    def row_sums(self, values):
+        return values.new_zeros(self.shape[0]).index_add_(0, self.rows, values)
+
+
+def _crow(rows, count):
+    crow = rows.new_zeros(count + 1)
+    torch.cumsum(torch.bincount(rows, minlength=count), 0, out=crow[1:])
+    return crow
+
+
+def _csr(crow, col, values, shape):
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def sparse_pattern(module, weight):
+    """The :class:`SparsePattern` of ``module``'s weight mask when its layer should run on sparse
+    kernels (module doc: WT mask, density, width, CPU, float32/64, switched on), else None. Built
+    once per mask: a new mask (pruning again) or one changed in place builds it again."""
+    if (not SPARSE_KERNELS or weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64)
+            or weight.dim() != 2 or min(weight.shape) < SPARSE_MIN_WIDTH):
+        return None
+    mask = getattr(module, "weight_mask", None)
+    if mask is None or mask.shape != weight.shape:
+        return None
+    cached = _PATTERNS.get(module)
+    if cached is not None and cached[0] is mask and cached[1] == mask._version:
+        return cached[2]
+    density = torch.count_nonzero(mask).item() / mask.numel()
+    pattern = SparsePattern(mask) if density <= SPARSE_MAX_DENSITY else None
+    _PATTERNS[module] = (mask, mask._version, pattern)
+    return pattern
+
+
+def linear_layer(module, gate=None, shift=None):
+    """The :class:`AffineLayer` of an ``nn.Linear`` (:func:`plain_linear_tensors`) with ``gate`` and
+    ``shift``, a :class:`MaskedAffineLayer` where sparse kernels pay; None where this path does not
+    reproduce the module."""
+    tensors = plain_linear_tensors(module)
+    if tensors is None:
+        return None
+    return _with_pattern(AffineLayer(*tensors, gate, shift), sparse_pattern(module, tensors[0]))
 
 
 def plain_linear_tensors(module):
@@ -63,7 +190,8 @@ def field_and_hutchinson(layers, activations, z, probe):
     if not torch.is_grad_enabled():
         return _forward(z, probe, activations, layers, keep=False)[:2]
     flat = [tensor for layer in layers for tensor in layer]
-    return _AffineStackWithProbe.apply(z, probe, tuple(activations), *flat)
+    patterns = tuple(pattern_of(layer) for layer in layers)
+    return _AffineStackWithProbe.apply(z, probe, tuple(activations), patterns, *flat)
 
 
 FIRST_ORDER_ONLY = ("the one-pass Hutchinson evaluation (torchprune_flows.cnf.affine_hutchinson) is differentiable "
@@ -81,10 +209,10 @@ class _AffineStackWithProbe(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, probe, activations, *flat):
-        f, div, saved = _forward(z, probe, activations, _layers(flat), keep=True)
+    def forward(ctx, z, probe, activations, patterns, *flat):
+        f, div, saved = _forward(z, probe, activations, _layers(flat, patterns), keep=True)
         ctx.save_for_backward(*saved, *flat)  # the layers' tensors too: torch checks them for in-place changes
-        ctx.activations, ctx.num_saved = activations, len(saved)
+        ctx.activations, ctx.patterns, ctx.num_saved = activations, patterns, len(saved)
         return f, div
 
     @staticmethod
@@ -92,16 +220,17 @@ class _AffineStackWithProbe(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: refuse rather than miss second-order terms
             raise RuntimeError(FIRST_ORDER_ONLY)
         saved, flat = ctx.saved_tensors[:ctx.num_saved], ctx.saved_tensors[ctx.num_saved:]
-        grad_z, grads = _backward(saved, _layers(flat), ctx.activations, grad_f, grad_div,
-                                  ctx.needs_input_grad[0], ctx.needs_input_grad[3:])
-        return (grad_z, None, None, *grads)
+        grad_z, grads = _backward(saved, _layers(flat, ctx.patterns), ctx.activations, grad_f, grad_div,
+                                  ctx.needs_input_grad[0], ctx.needs_input_grad[4:])
+        return (grad_z, None, None, None, *grads)
 
 
 def field_hutchinson_and_vjp(layers, activations, z, probe, grad_f, grad_div, needs):
     """``(f, div, grad_z, grads)`` without autograd: the stack's value and estimate at ``z``, and
     the gradients of ``<grad_f, f> + <grad_div, div>`` w.r.t. ``z`` and each tensor of ``layers``
     (flattened as ``(weight, bias, gate, shift)`` per layer; None where ``needs`` says no). What an
-    adjoint solve asks of every backward evaluation, in one forward and one backward pass."""
+    adjoint solve asks of every backward evaluation, in one forward and one backward pass.
+    A masked layer's weight gradient is zero off its mask (what the mask lets through)."""
     f, div, saved = _forward(z, probe, activations, layers, keep=True)
     grad_z, grads = _backward(saved, layers, activations, grad_f, grad_div, True, needs)
     return f, div, grad_z, grads
@@ -121,20 +250,26 @@ def _backward(saved, layers, activations, grad_f, grad_div, needs_z, needs):
         r_bar = grad_div.unsqueeze(1) * probe if grad_div is not None else torch.zeros_like(a_bar)
     grad_z = None
     for i in reversed(range(num_layers)):
-        layer, weight = layers[i], folded_weights[i]
+        layer, weight, pattern = layers[i], folded_weights[i], pattern_of(layers[i])
+        if pattern is None:
+            def times(rows, weight=weight):
+                return _times(rows, weight)
+        else:  # rows @ W' = (W'^T rows^T)^T with W'^T in CSR
+            def times(rows, weight_t=pattern.transposed(weight)):
+                return torch.mm(weight_t, rows.t()).t()
         h_in, v_in = (z, probe) if i == 0 else (hidden[i - 1][1], hidden[i - 1][4])
-        _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs[4 * i:4 * i + 4], grads, 4 * i)
+        _unfold_grads(layer, pattern, a_bar, r_bar, h_in, v_in, needs[4 * i:4 * i + 4], grads, 4 * i)
         if i == 0:
             if needs_z:
-                grad_z = _times(a_bar, weight)
+                grad_z = times(a_bar)
             break
-        h_bar = _times(a_bar, weight)
+        h_bar = times(a_bar)
         # through h = act(a) and v = act'(a) r of the layer below
         a, h, slope, r, _ = hidden[i - 1]
         if r_bar is None:
             a_bar = h_bar.mul_(slope)
             continue
-        v_bar = _times(r_bar, weight)
+        v_bar = times(r_bar)
         a_bar = activations[i - 1].curvature(a, h, slope).mul_(r).mul_(v_bar).addcmul_(h_bar, slope)
         r_bar = v_bar.mul_(slope)
     return grad_z, grads
@@ -164,22 +299,39 @@ def _weight_grad(a_bar, h_in, r_bar, v_in):
     return grad if r_bar is None else grad.addmm_(r_bar.t(), v_in)
 
 
-def _layers(flat):
+def _sparse_weight_grad(pattern, a_bar, h_in, r_bar, v_in):
+    """:func:`_weight_grad` on the mask's entries only (CSR order): sampled products."""
+    grad = torch.sparse.sampled_addmm(pattern.matrix(a_bar.new_zeros(pattern.nnz)), a_bar.t(), h_in, beta=0.0)
+    if r_bar is not None:
+        grad = torch.sparse.sampled_addmm(grad, r_bar.t(), v_in)
+    return grad.values()
+
+
+def _layers(flat, patterns):
     """The :class:`AffineLayer` list of the flat ``(weight, bias, gate, shift, ...)`` sequence."""
-    return [AffineLayer(*flat[i:i + 4]) for i in range(0, len(flat), 4)]
+    return [_with_pattern(AffineLayer(*flat[4 * i:4 * i + 4]), pattern) for i, pattern in enumerate(patterns)]
 
 
 def _forward(z, probe, activations, layers, keep):
     """``(f, div, saved)``; ``saved`` (what the backward reads) only when ``keep``, else temporaries
-    are overwritten in place. Without a probe (None) only the field: ``div`` is None."""
-    folded = [_fold(layer) for layer in layers]
+    are overwritten in place. Without a probe (None) only the field: ``div`` is None. A sparse
+    layer's folded weight is kept as its mask's values (CSR order), a dense one's as a matrix."""
     h, v, r = z, probe, None
-    saved = [z, probe]
-    for i, (weight, bias) in enumerate(folded):
-        weight_t = weight.t()
-        a = torch.addmm(bias, h, weight_t) if bias is not None else h @ weight_t
-        if probe is not None:
-            r = v @ weight_t
+    saved, folded_weights = [z, probe], []
+    for i, layer in enumerate(layers):
+        pattern = pattern_of(layer)
+        weight, bias = _fold(layer, pattern)
+        folded_weights.append(weight)
+        if pattern is None:
+            weight_t = weight.t()
+            a = torch.addmm(bias, h, weight_t) if bias is not None else h @ weight_t
+            if probe is not None:
+                r = v @ weight_t
+        else:  # h @ W'^T = (W' h^T)^T with W' in CSR: the result is stored transposed
+            matrix = pattern.matrix(weight)
+            a = (torch.addmm(bias.unsqueeze(1), matrix, h.t()) if bias is not None else torch.mm(matrix, h.t())).t()
+            if probe is not None:
+                r = torch.mm(matrix, v.t()).t()
         if i == len(layers) - 1:
             break
         h, slope = activations[i].value_and_slope(a)
@@ -188,15 +340,18 @@ def _forward(z, probe, activations, layers, keep):
         if keep:
             saved += [a, h, slope, r, v]
     div = (r * probe).sum(dim=1) if probe is not None else None
-    return a, div, (saved + [w for w, _ in folded] if keep else None)
+    return a, div, (saved + folded_weights if keep else None)
 
 
-def _fold(layer):
-    """``(W', b')`` of ``gate * (x W^T + b) + shift`` as one affine map ``x W'^T + b'``."""
+def _fold(layer, pattern=None):
+    """``(W', b')`` of ``gate * (x W^T + b) + shift`` as one affine map ``x W'^T + b'`` (``W'`` as
+    the values on ``pattern`` where there is one)."""
     weight, bias = layer.weight, layer.bias
+    if pattern is not None:
+        weight = pattern.values(weight)
     if layer.gate is not None:
         gate = layer.gate.reshape(-1)
-        weight = weight * gate.unsqueeze(1)
+        weight = weight * (gate.unsqueeze(1) if pattern is None else gate.index_select(0, pattern.rows))
         bias = bias * gate if bias is not None else None
     if layer.shift is not None:
         shift = layer.shift.reshape(-1)
@@ -204,20 +359,30 @@ def _fold(layer):
     return weight, bias
 
 
-def _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs, grads, at):
+def _unfold_grads(layer, pattern, a_bar, r_bar, h_in, v_in, needs, grads, at):
     """Gradients of ``W``, ``b``, ``gate``, ``shift`` (into ``grads[at:at + 4]``, where ``needs``)
-    from the output cotangents ``a_bar`` (state) and ``r_bar`` (tangent) of the folded layer."""
+    from the output cotangents ``a_bar`` (state) and ``r_bar`` (tangent) of the folded layer. On a
+    sparse ``pattern`` the weight's gradient is found on the mask only (zero elsewhere: the mask
+    multiplies it on its way to ``weight_orig``), and so is the gate's, where ``W`` is nonzero."""
     gate = layer.gate.reshape(-1) if layer.gate is not None else None
     grad_folded_weight = None
     if needs[0] or (gate is not None and needs[2]):
-        grad_folded_weight = _weight_grad(a_bar, h_in, r_bar, v_in)
+        grad_folded_weight = (_weight_grad(a_bar, h_in, r_bar, v_in) if pattern is None
+                              else _sparse_weight_grad(pattern, a_bar, h_in, r_bar, v_in))
     grad_folded_bias = a_bar.sum(0) if any(needs[1:]) else None
     if needs[0]:
-        grads[at] = grad_folded_weight if gate is None else grad_folded_weight * gate.unsqueeze(1)
+        if pattern is None:
+            grads[at] = grad_folded_weight if gate is None else grad_folded_weight * gate.unsqueeze(1)
+        else:
+            grads[at] = pattern.dense(grad_folded_weight if gate is None
+                                      else grad_folded_weight * gate.index_select(0, pattern.rows))
     if layer.bias is not None and needs[1]:
         grads[at + 1] = grad_folded_bias if gate is None else grad_folded_bias * gate
     if gate is not None and needs[2]:
-        grad_gate = (grad_folded_weight * layer.weight).sum(1)
+        if pattern is None:
+            grad_gate = (grad_folded_weight * layer.weight).sum(1)
+        else:
+            grad_gate = pattern.row_sums(grad_folded_weight * pattern.values(layer.weight))
         if layer.bias is not None:
             grad_gate = grad_gate + grad_folded_bias * layer.bias
         grads[at + 2] = grad_gate.reshape(layer.gate.shape)
@@ -225,5 +390,6 @@ def _unfold_grads(layer, a_bar, r_bar, h_in, v_in, needs, grads, at):
         grads[at + 3] = grad_folded_bias.reshape(layer.shift.shape)
 
 
-__all__ = ["Activation", "AffineLayer", "activation_of", "field_and_hutchinson",
-           "field_hutchinson_and_vjp", "plain_linear_tensors"]
+__all__ = ["Activation", "AffineLayer", "MaskedAffineLayer", "SPARSE_KERNELS", "SPARSE_MAX_DENSITY",
+           "SPARSE_MIN_WIDTH", "SparsePattern", "activation_of", "field_and_hutchinson", "field_hutchinson_and_vjp",
+           "linear_layer", "pattern_of", "plain_linear_tensors", "sparse_pattern", "with_tensors"]

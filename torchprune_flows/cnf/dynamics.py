@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .affine_hutchinson import AffineLayer, field_and_hutchinson, field_hutchinson_and_vjp
+from .affine_hutchinson import field_and_hutchinson, field_hutchinson_and_vjp, with_tensors
 from .divergence import DIVERGENCES, sample_probe
 from .errors import SolverError
 
@@ -196,7 +196,7 @@ class AugmentedDynamics(nn.Module):
         layers, activations = stack
         flat = [tensor for layer in layers for tensor in layer]
         needs = [tensor is not None and tensor.requires_grad for tensor in flat]
-        constant = [AffineLayer(*(x.detach() if x is not None else None for x in layer)) for layer in layers]
+        constant = [with_tensors(layer, *(x.detach() if x is not None else None for x in layer)) for layer in layers]
         scale = end_time.detach()
         c_z, c_logp = cotangent[:, :-1], cotangent[:, -1]
         f, div, grad_z, grads = field_hutchinson_and_vjp(constant, activations, self.unpack(state)[0], self.probe,

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..cnf.affine_hutchinson import AffineLayer, activation_of, plain_linear_tensors
+from ..cnf.affine_hutchinson import activation_of, linear_layer
 from .stack import TimeLayerStack
 
 
@@ -63,8 +63,8 @@ class ConcatSquashField(TimeLayerStack):
             return None
         layers = []
         for layer in self.layers:
-            main = plain_linear_tensors(layer.main)
-            if main is None:
+            affine = linear_layer(layer.main, *layer.time_modulation(t, like))
+            if affine is None:
                 return None
-            layers.append(AffineLayer(*main, *layer.time_modulation(t, like)))
+            layers.append(affine)
         return layers, activations

@@ -4,7 +4,7 @@ import difflib
 from torch import nn
 
 from ..cnf.activations import ACTIVATIONS as ACTIVATION_TABLE
-from ..cnf.affine_hutchinson import AffineLayer, activation_of, plain_linear_tensors
+from ..cnf.affine_hutchinson import activation_of, linear_layer
 from ..registry import Choices
 
 #: name -> module class of every activation a field may use (the table: :mod:`torchprune_flows.cnf.activations`)
@@ -58,10 +58,10 @@ class MLPField(nn.Module):
         """``(layers, activations)`` for :func:`~torchprune_flows.cnf.affine_hutchinson.field_and_hutchinson`,
         or None when a module is not one that path reproduces (then the generic path runs)."""
         linears, activations = list(self.net)[0::2], [activation_of(m) for m in list(self.net)[1::2]]
-        tensors = [plain_linear_tensors(m) for m in linears]
-        if any(x is None for x in tensors + activations) or len(activations) != len(linears) - 1:
+        layers = [linear_layer(m) for m in linears]
+        if any(x is None for x in layers + activations) or len(activations) != len(linears) - 1:
             return None
-        return [AffineLayer(*pair) for pair in tensors], activations
+        return layers, activations
 
     def structured_chains(self):
         """Linear layers in order, each with the offset of its inputs fed by the previous one."""

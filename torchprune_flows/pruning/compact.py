@@ -30,13 +30,10 @@ from torch.nn.utils import prune as torch_prune
 
 from .masks import refresh_pruned_tensors
 
-#: WT's unstructured sparsity stays dense. Measured once (one thread, shared busy machine, forward
-#: matmul ``W @ x`` only, batch 1000 / 512): torch's CSR matmul (``to_sparse_csr``) is slower than
-#: dense at 80-98 % sparsity on the toy 64x64 layer (0.6-0.8x) and on MINIBOONE's 43->860 and
-#: 860->43 layers (0.2-0.7x); only the 860x860 hidden layer gains at 95 % (1.7x) and 98 % (2.7x),
-#: 1.0x at 90 %. The backward pass and the divergence's vector-Jacobian products were not measured,
-#: so no sparse kernel is wired in; semi-structured (2:4) sparsity is CUDA-only in torch.
-WT_SPARSE_KERNEL = None
+#: WT's unstructured sparsity is not compacted (the copy has no masks: its zeros run dense); the
+#: masked net runs wide layers at density <= 0.08 on CSR kernels where they are faster (this
+#: function; measurements in the README, "Solver cost")
+WT_SPARSE_KERNEL = "torchprune_flows.cnf.affine_hutchinson.sparse_pattern"
 
 
 def _strip_masks(net):
