@@ -27,3 +27,9 @@ from .torchprune.engine import prepare_worker_process  # noqa: E402
 
 maybe_install_into_torchprune()
 prepare_worker_process()
+
+__all__ = [
+    "CNF", "SolverSpec", "build_dataset", "build_network", "compact", "data", "export_flow", "install_into_torchprune",
+    "list_entries", "list_families", "networks", "nfe_counts", "objectives", "register_dataset", "register_loss",
+    "register_method", "register_metric", "register_network",
+]
