@@ -29,6 +29,7 @@ from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
 from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
+from .networks import build_network
 from .results import DENSE_CONTROL, REFERENCE
 
 
@@ -223,8 +224,6 @@ class RunFolder:
 
     def load_network(self, step, device="cpu"):
         """The trained (and pruned) network of ``step`` with its masks in place."""
-        from .pipeline import build_network
-
         state = self.load_state(step, map_location=device)
         return import_state(build_network(self.cfg, device), state).eval()
 
