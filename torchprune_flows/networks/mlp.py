@@ -1,10 +1,10 @@
 """Multilayer-perceptron vector fields."""
-import difflib
 
 from torch import nn
 
 from ..cnf.affine_hutchinson import AffineLayer, activation_of, plain_linear_tensors
 from ..registry import Choices
+from ..registry.suggest import did_you_mean
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU,
                "elu": nn.ELU, "swish": nn.SiLU}
@@ -13,9 +13,8 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "softplus": nn.Softplus, "tanh": nn.Tanh, 
 def check_activation(name):
     """Raise ``ValueError`` (with close matches) unless ``name`` is in :data:`ACTIVATIONS`."""
     if name not in ACTIVATIONS:
-        close = difflib.get_close_matches(name, ACTIVATIONS, n=2)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown activation '{name}'; {hint}choose from {', '.join(ACTIVATIONS)}")
+        hint = did_you_mean(name, ACTIVATIONS, n=2)
+        raise ValueError(f"unknown activation '{name}'; {hint + ' ' if hint else ''}choose from {', '.join(ACTIVATIONS)}")
 
 
 #: the ``{activation}`` field of the network families' names

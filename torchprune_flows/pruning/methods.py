@@ -9,15 +9,16 @@ its bias, which no longer affects the output); with ``over="prunable_weights"`` 
 of the prunable layers over their weight count (biases and every other parameter left out).
 Cascaded calls only ever add to the existing masks.
 """
-import difflib
-
 import torch
 
+
+from ..errors import UserError, check_keep_ratio
+from ..registry.suggest import did_you_mean
 from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
 from .protocol import prunable_layers, structured_chains, unit_companions
 
 
-class PruningError(ValueError):
+class PruningError(UserError, ValueError):
     pass
 
 
@@ -33,8 +34,7 @@ def _check_count(over):
 
 
 def _check_ratio(keep_ratio):
-    if not 0 < keep_ratio <= 1:
-        raise PruningError(f"keep ratio {keep_ratio} is outside (0, 1]; give the fraction of parameters to keep")
+    check_keep_ratio(keep_ratio, error=PruningError)
 
 
 def _unit_view(tensor):
@@ -261,8 +261,8 @@ def canonical_method(name):
         return name
     if name in ALIASES:
         return ALIASES[name]
-    close = difflib.get_close_matches(name, list(METHODS) + list(ALIASES), n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, list(METHODS) + list(ALIASES), n=3, cutoff=0.4)
+    hint = f"; {hint}" if hint else ""
     raise PruningError(f"unknown pruning method '{name}'{hint} (available: ThresNet/WT, FilterThresNet/FT)")
 
 

@@ -25,6 +25,7 @@ import os
 
 import yaml
 
+from torchprune_flows.errors import UserError, check_keep_ratio
 from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
@@ -33,7 +34,7 @@ from .networks import build_network
 from .results import DENSE_CONTROL, REFERENCE
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A folder or a selection that does not exist; printed as one line."""
 
 
@@ -186,8 +187,7 @@ class RunFolder:
             return next(iter(candidates))
         if keep is None:
             raise RunError("give --keep with --method: the keep ratio of the pruned net to load")
-        if not 0.0 < keep <= 1.0:
-            raise RunError(f"--keep {keep:g} is outside (0, 1]; keep ratios are the fraction of weights kept")
+        check_keep_ratio(keep, name="--keep", error=RunError)
         nearest = lambda s: abs(candidates[s]["keep_ratio"] - keep)  # noqa: E731
         if closest:
             return min(candidates, key=nearest)

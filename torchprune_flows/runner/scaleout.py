@@ -22,6 +22,8 @@ import threading
 
 from tqdm import tqdm
 
+from torchprune_flows.errors import UserError
+
 INSTALL_HINT = "--workers needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install ray)"
 
 
@@ -35,7 +37,7 @@ CONNECT_TIMEOUT = 20.0
 NORMAL_PRIORITY = {"env_vars": {"RAY_worker_niceness": "0"}}
 
 
-class ScaleOutError(Exception):
+class ScaleOutError(UserError):
     """Ray is missing or cannot start; the message says what to do."""
 
 
@@ -319,11 +321,11 @@ def run_on_ray(experiment, run, workers, address=None, plugins=()):
                     chain = control_task.remote(run, experiment.out_dir, device, plugins, net_idx, rep, reference)
                     pending[chain] = len(experiment.keep_ratios)
                     steps[chain] = [folder.control_step(net_idx, rep, i) for i in range(len(experiment.keep_ratios))]
-        warm = []  # a joined cluster's workers for the chains start while the reference trains
+        _warm = []  # held while the chains run; a joined cluster's workers for the chains start while the reference trains
         if local is None and address and exp["numNets"] == 1 and chains:
             spare = int(ray.cluster_resources().get("CPU", 1)) - 1  # one CPU stays the reference's
             warm_task = ray.remote(warm_worker).options(num_cpus=1, num_gpus=0, runtime_env=NORMAL_PRIORITY)
-            warm = [warm_task.remote(plugins) for _ in range(min(chains, spare))]
+            _warm = [warm_task.remote(plugins) for _ in range(min(chains, spare))]
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)  # returns as soon as one is done
             if done:

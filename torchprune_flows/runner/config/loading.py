@@ -67,9 +67,9 @@ def _read_yaml(path: str) -> Any:
         with open(path, "r", encoding="utf-8") as handle:
             return yaml.load(handle, Loader=_Loader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"malformed YAML in {path} at {_yaml_problem(err)}; fix the syntax there")
+        raise ConfigError(f"malformed YAML in {path} at {_yaml_problem(err)}; fix the syntax there") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file {path} ({err}); check the file")
+        raise ConfigError(f"cannot read config file {path} ({err}); check the file") from err
 
 
 def _read_mapping(path: str) -> dict:
@@ -164,7 +164,7 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     try:
         value = yaml.load(raw.strip(), Loader=_Loader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r} has a malformed YAML value at {_yaml_problem(err)}")
+        raise ConfigError(f"override {text!r} has a malformed YAML value at {_yaml_problem(err)}") from err
     return path, value
 
 
