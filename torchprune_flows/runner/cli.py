@@ -194,8 +194,8 @@ def _without_control(cfg):
 
 def _run_folders(out_dir):
     """``out_dir`` and its sub-folders that hold a run (a customization's)."""
-    subfolders = [os.path.join(out_dir, name) for name in sorted(os.listdir(out_dir))] if os.path.isdir(out_dir) else []
-    return [out_dir] + [f for f in subfolders if os.path.isfile(os.path.join(f, "config.yaml"))]
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    return [out_dir] + [f.run_dir for f in map(RunFolder(out_dir).subfolder, names) if os.path.isfile(f.config_path)]
 
 
 def _finished_steps(out_dir):
@@ -214,9 +214,8 @@ def _first_difference(a, b, path=""):
 def take_over(out_dir, difference):
     """Start a folder with no finished step afresh for this config: its earlier config's
     unfinished checkpoints and logs go (a resume would continue them), and one line says so."""
-    for folder in _run_folders(out_dir):
-        for sub, suffix in (("checkpoints", ".pt"), ("logs", ".jsonl")):
-            path = os.path.join(folder, sub)
+    for folder in map(RunFolder, _run_folders(out_dir)):
+        for path, suffix in ((folder.checkpoints_dir, ".pt"), (folder.logs_dir, ".jsonl")):
             for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
                 if name.endswith(suffix):
                     os.remove(os.path.join(path, name))
@@ -228,7 +227,7 @@ def _lock_folder(out_dir):
     """An exclusive lock on ``out_dir/.lock`` held until the process ends (None if taken)."""
     import fcntl
 
-    handle = open(os.path.join(out_dir, ".lock"), "w")
+    handle = open(RunFolder(out_dir).lock_path, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

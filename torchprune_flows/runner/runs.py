@@ -11,6 +11,10 @@ A run folder (``--out``, or one sub-folder per customization) holds::
     logs/<step>.jsonl            one training record per epoch
     samples/<step>.npy           samples drawn by ``experiment.sample``
     analysis/                    outputs of ``experiment.analyze``
+    export/<step>.pt             standalone flows written by ``experiment.analyze export``
+    .lock                        held by the run writing the folder
+
+:class:`RunFolder` builds every one of these paths; no other module joins them.
 
 Step names: ``net{N}_ReferenceNet`` for a base net, ``net{N}_rep{R}_{method}_{i:02d}`` for the
 ``i``-th keep ratio of the resolved config (the position, since two spacing entries may share a
@@ -72,23 +76,54 @@ class RunFolder:
         return self.path("results.csv")
 
     @property
+    def report_path(self):
+        return self.path("report.md")
+
+    @property
+    def plots_dir(self):
+        return self.path("plots")
+
+    @property
     def analysis_dir(self):
         return self.path("analysis")
 
+    @property
+    def lock_path(self):
+        return self.path(".lock")
+
+    @property
+    def steps_dir(self):
+        return self.path("steps")
+
+    @property
+    def checkpoints_dir(self):
+        return self.path("checkpoints")
+
+    @property
+    def logs_dir(self):
+        return self.path("logs")
+
     def checkpoint(self, step):
-        return self.path("checkpoints", step + ".pt")
+        return os.path.join(self.checkpoints_dir, step + ".pt")
 
     def partial_checkpoint(self, step):
-        return self.path("checkpoints", step + ".partial.pt")
+        return os.path.join(self.checkpoints_dir, step + ".partial.pt")
 
     def record(self, step):
-        return self.path("steps", step + ".json")
+        return os.path.join(self.steps_dir, step + ".json")
 
     def log(self, step):
-        return self.path("logs", step + ".jsonl")
+        return os.path.join(self.logs_dir, step + ".jsonl")
 
     def samples(self, step):
         return self.path("samples", step + ".npy")
+
+    def export(self, step):
+        return self.path("export", step + ".pt")
+
+    def subfolder(self, name):
+        """The run folder of customization ``name`` inside this (a config with customizations)."""
+        return RunFolder(self.path(name))
 
     @staticmethod
     def reference_step(net):
@@ -135,7 +170,7 @@ class RunFolder:
     def read_records(self):
         """``{step: result row}`` of the finished steps, by step name (a record of an older run,
         without ``cycle``, gets it from its step name)."""
-        folder = self.path("steps")
+        folder = self.steps_dir
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         records = {n[:-5]: load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")}
         for step, row in records.items():
