@@ -85,13 +85,13 @@ class SolverSpec:
 def solver_spec(options, where="network.kwargs"):
     """A :class:`SolverSpec` from user options (``network.kwargs``, name suffixes), the one check
     every network family uses: unknown keys are named with their key path and close matches."""
-    import difflib
+    from ..registry.suggest import did_you_mean
 
     valid = [f.name for f in fields(SolverSpec)]
     for key in options:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            hint = did_you_mean(key, valid, n=2)
+            hint = f"; {hint}" if hint else ""
             raise ValueError(f"unknown option '{where}.{key}'{hint} (solver options: {', '.join(valid)})")
     return SolverSpec(**options)
 

@@ -10,10 +10,11 @@ import pickle
 
 import numpy as np
 
+from ..errors import UserError
 from .archive import download_hint
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A data file that exists but is unusable; the message names it and the fix."""
 
 

@@ -28,6 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from ..errors import UserError
 from .archive import CHUNK, extract_members, make_folders, remove_file, remove_folders
 from .tabular import ARCHIVE_NAME, TABULAR_DATASETS
 
@@ -37,7 +38,7 @@ MAF_METADATA_URL = f"https://zenodo.org/api/records/{MAF_RECORD}"
 USER_AGENT = "torchprune-flows"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download, its metadata or its checksum failed; nothing partial was kept."""
 
 

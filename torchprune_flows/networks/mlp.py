@@ -1,11 +1,11 @@
 """Multilayer-perceptron vector fields."""
-import difflib
 
 from torch import nn
 
 from ..cnf.activations import ACTIVATIONS as ACTIVATION_TABLE
 from ..cnf.affine_hutchinson import activation_of, linear_layer
 from ..registry import Choices
+from ..registry.suggest import did_you_mean
 
 #: name -> module class of every activation a field may use (the table: :mod:`torchprune_flows.cnf.activations`)
 ACTIVATIONS = {name: activation.module for name, activation in ACTIVATION_TABLE.items()}
@@ -14,9 +14,8 @@ ACTIVATIONS = {name: activation.module for name, activation in ACTIVATION_TABLE.
 def check_activation(name):
     """Raise ``ValueError`` (with close matches) unless ``name`` is in :data:`ACTIVATIONS`."""
     if name not in ACTIVATIONS:
-        close = difflib.get_close_matches(name, ACTIVATIONS, n=2)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown activation '{name}'; {hint}choose from {', '.join(ACTIVATIONS)}")
+        hint = did_you_mean(name, ACTIVATIONS, n=2)
+        raise ValueError(f"unknown activation '{name}'; {hint + ' ' if hint else ''}choose from {', '.join(ACTIVATIONS)}")
 
 
 #: the ``{activation}`` field of the network families' names

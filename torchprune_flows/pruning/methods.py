@@ -12,13 +12,15 @@ Cascaded calls only ever add to the existing masks.
 """
 import torch
 
+
+from ..errors import UserError, check_keep_ratio
 from ..registry import METHODS, register_method
-from ..registry.suggest import close_matches
+from ..registry.suggest import did_you_mean
 from .masks import count_nonzero, current_mask, effective_tensors, refresh_pruned_tensors, set_mask
 from .protocol import prunable_layers, structured_chains, unit_companions
 
 
-class PruningError(ValueError):
+class PruningError(UserError, ValueError):
     pass
 
 
@@ -34,8 +36,7 @@ def _check_count(over):
 
 
 def _check_ratio(keep_ratio):
-    if not 0 < keep_ratio <= 1:
-        raise PruningError(f"keep ratio {keep_ratio} is outside (0, 1]; give the fraction of parameters to keep")
+    check_keep_ratio(keep_ratio, error=PruningError)
 
 
 def _unit_view(tensor):
@@ -267,8 +268,8 @@ def pruning_method(name):
     if name in METHODS:
         return METHODS.get(name)
     known = [n for m in methods for n in (m.name, m.alias) if n]
-    close = close_matches(name, known)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, known, n=3, cutoff=0.4, ignore_case=True)
+    hint = f"; {hint}" if hint else ""
     available = ", ".join(f"{m.name}/{m.alias}" if m.alias else m.name for m in methods)
     raise PruningError(f"unknown pruning method '{name}'{hint} (available: {available}; a plugin adds one "
                        "with torchprune_flows.register_method)")

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 import torchprune_flows  # noqa: F401  (registers the built-in entries)
+from torchprune_flows.errors import UserError, reports_user_errors
 from torchprune_flows.registry import REGISTRIES, load_entry_point_plugins
 from torchprune_flows.registry.core import PLURALS
 
@@ -23,6 +24,7 @@ def listing(registry, pattern=None):
     return lines
 
 
+@reports_user_errors
 def main(argv=None):
     singular = {many: one for one, many in PLURALS.items()}
     parser = argparse.ArgumentParser(prog="python -m torchprune_flows.registry",
@@ -31,11 +33,11 @@ def main(argv=None):
     parser.add_argument("--pattern", "-p", default=None, help="shell wildcard, e.g. 'ffjord_*'")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     kinds = [singular.get(k, k) for k in args.kinds] or list(REGISTRIES)
+    unknown = [k for k in args.kinds if singular.get(k, k) not in REGISTRIES]
+    if unknown:  # before any listing is printed
+        raise UserError(f"unknown kind '{unknown[0]}'; choose from {', '.join(singular)}")
     load_entry_point_plugins()
     for kind in kinds:
-        if kind not in REGISTRIES:
-            print(f"unknown kind '{kind}'; choose from {', '.join(singular)}", file=sys.stderr)
-            return 2
         print(f"{PLURALS.get(kind, kind)}:")
         for line in listing(REGISTRIES[kind], args.pattern):
             print(line)

@@ -23,16 +23,16 @@ A registration may carry
 Registering a name or template again with a different object replaces the old entry with a
 :class:`UserWarning`; registering the same object again is silent.
 """
-import difflib
 import fnmatch
 import re
 import warnings
 
+from ..errors import UserError
 from .members import Choices, Example  # noqa: F401  (part of this module's interface)
-from .suggest import close_names
+from .suggest import close_matches, close_names, suggestion
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A name that no registry entry resolves; the message lists close matches."""
 
     def __str__(self):  # KeyError would quote the message
@@ -295,13 +295,13 @@ class Registry:
         for template, _, _, _ in self._families:
             candidates.append(template)
             candidates.append(stripped_template(template))
-        for c in difflib.get_close_matches(name, candidates, n=4, cutoff=0.5):
+        for c in close_matches(name, candidates, n=4, cutoff=0.5):
             for template, _, _, _ in self._families:  # show templates, not their stripped forms
                 if c == stripped_template(template):
                     c = template
             if c not in shown:
                 shown.append(c)
-        hint = f"; did you mean {', '.join(shown[:5])}?" if shown else ""
+        hint = f"; {suggestion(shown[:5])}" if shown else ""
         return (
             f"unknown {self.kind} '{name}'{hint} "
             f"(list all with: python -m torchprune_flows.registry {PLURALS.get(self.kind, self.kind)})"

@@ -10,12 +10,14 @@ import importlib.util
 import os
 import sys
 
+from ..errors import UserError
+
 ENTRY_POINT_GROUP = "torchprune_flows.plugins"
 _entry_points_loaded = False
 
 
-class PluginImportError(ImportError):
-    pass
+class PluginImportError(UserError, ImportError):
+    """A plugin that cannot be found or raised while importing; the message names it."""
 
 
 def is_plugin_file(reference):

@@ -1,6 +1,8 @@
-"""Full valid names close to a name a registry does not resolve (for its error messages).
+"""Close matches for error messages: :func:`close_matches` and :func:`did_you_mean`, which every
+"did you mean" of the package uses, and the full valid names close to a name a registry does not
+resolve (:func:`close_names`).
 
-Two sources: a field whose value the family's :class:`~.members.Choices` reject is replaced by
+For a registry, two sources: a field whose value the family's :class:`~.members.Choices` reject is replaced by
 close accepted values (``..._high_tox`` -> ``..._high_tol``), and every name one deletion,
 transposition, substitution or insertion away is tried (``fjord_...`` -> ``ffjord_...``).
 Only names the registry resolves are suggested.
@@ -13,10 +15,37 @@ import string
 MAX_REPAIR_LENGTH = 80
 
 
+def close_matches(word, candidates, n=3, cutoff=0.6, ignore_case=False):
+    """Up to ``n`` of ``candidates`` that look like ``word`` (similarity at least ``cutoff``,
+    :func:`difflib.get_close_matches`), closest first; ``ignore_case`` compares lowercased."""
+    candidates = [str(c) for c in candidates]
+    if not ignore_case:
+        return difflib.get_close_matches(str(word), candidates, n=n, cutoff=cutoff)
+    by_lower = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    return [by_lower[hit] for hit in difflib.get_close_matches(str(word).lower(), list(by_lower), n=n, cutoff=cutoff)]
+
+
+def did_you_mean(word, candidates, n=3, cutoff=0.6, ignore_case=False, quote=False):
+    """``did you mean a, b or c?`` for the close matches of ``word`` (``quote``: ``'a'``), or ``""``
+    when there is none; see :func:`close_matches`."""
+    return suggestion(close_matches(word, candidates, n, cutoff, ignore_case), quote)
+
+
+def suggestion(names, quote=False):
+    """``did you mean a, b or c?`` for ``names`` (already chosen), or ``""`` when there is none."""
+    shown = [f"'{name}'" if quote else str(name) for name in names]
+    if not shown:
+        return ""
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f"did you mean {listed}?"
+
+
 def field_repairs(registry, name):
     """Valid names made by replacing an unaccepted field value with close accepted ones."""
     repaired = []
-    for template, regex, _ints, _ in reversed(registry._families):
+    for template, regex, _, _ in reversed(registry._families):
         match = regex.match(name)
         choices = registry._choices.get(template, {})
         if not match or not choices:
@@ -25,7 +54,7 @@ def field_repairs(registry, name):
         for field, value in match.groupdict().items():
             if value is None or field not in choices or choices[field].problem(field, value) is None:
                 continue
-            close = difflib.get_close_matches(value, choices[field].candidates(), n=3, cutoff=0.5)
+            close = close_matches(value, choices[field].candidates(), n=3, cutoff=0.5)
             options.append([(match.span(field), v) for v in close])
         for combination in itertools.product(*options) if options else ():
             candidate = name
@@ -58,9 +87,3 @@ def close_names(registry, name, n=3):
     ratio = {c: difflib.SequenceMatcher(None, name, c).ratio() for c in single_edits(registry, name)}
     found += [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if c not in found]
     return found[:n]
-
-
-def close_matches(name, candidates, n=3, cutoff=0.5):
-    """Up to ``n`` of a plain list of ``candidates`` close to ``name`` (case ignored), closest first."""
-    ratio = {c: difflib.SequenceMatcher(None, str(name).lower(), c.lower()).ratio() for c in candidates}
-    return [c for c in sorted(ratio, key=lambda c: (-ratio[c], c)) if ratio[c] >= cutoff][:n]

@@ -11,8 +11,10 @@ import tempfile
 
 import torch
 
+from torchprune_flows.errors import UserError
 
-class CorruptFileError(ValueError):
+
+class CorruptFileError(UserError, ValueError):
     """A run-folder file that cannot be read; the message names it and how to recover."""
 
     def __init__(self, path, err):

@@ -12,19 +12,18 @@ import argparse
 import os
 import sys
 
-from torchprune_flows.data.checks import DataFileError
+from torchprune_flows.errors import UserError, reports_user_errors
 from torchprune_flows.pruning import PruningError, canonical_method, count_parameters, pruning_method
-from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, PluginImportError,
-                                       UnknownNameError, load_entry_point_plugins, load_plugins, plugin_reference)
+from torchprune_flows.registry import (DATASETS, LOSSES, METRICS, NETWORKS, load_entry_point_plugins, load_plugins,
+                                       plugin_reference)
+from torchprune_flows.registry.suggest import did_you_mean
 
-from .checkpoints import CorruptFileError
 from .config import ConfigError, load_config, resolve_config
 from .runs import RunFolder
-from .scaleout import ScaleOutError
 
 
-class UsageError(Exception):
-    """Bad input that the user can fix; printed as one line."""
+class UsageError(UserError):
+    """Bad command-line input (flags, the output folder, a launch that cannot work)."""
 
 
 def parse_args(argv):
@@ -90,7 +89,6 @@ def check_network_kwargs(cfg):
     Our families pass the rest to :func:`torchprune_flows.cnf.solver.solver_spec`, which checks
     it; a plugin factory that swallows ``**kwargs`` cannot be checked: one warning line says so.
     """
-    import difflib
     import inspect
 
     kwargs = cfg["network"].get("kwargs") or {}
@@ -107,8 +105,8 @@ def check_network_kwargs(cfg):
     fields = set(getattr(member, "family_fields", {}))
     for key in kwargs:
         if key not in params or key in fields:
-            close = difflib.get_close_matches(key, [p for p in params if p not in fields], n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            hint = did_you_mean(key, [p for p in params if p not in fields], n=2)
+            hint = f"; {hint}" if hint else ""
             raise UsageError(f"unknown option 'network.kwargs.{key}' for {cfg['network']['name']}{hint}")
 
 
@@ -144,10 +142,10 @@ def prepare(args):
         except (TypeError, ValueError) as err:
             raise UsageError(f"cannot build network '{run.cfg['network']['name']}': {err}") from err
         try:  # load the data now: missing files are reported before anything is written
-            _ = experiment.splits
-        except (FileNotFoundError, DataFileError) as err:
+            splits = experiment.splits
+        except FileNotFoundError as err:  # a dataset's missing files (unreadable ones raise DataFileError)
             raise UsageError(str(err)) from err
-        check_split_sizes(run.cfg, experiment.splits)
+        check_split_sizes(run.cfg, splits)
         runs.append(experiment)
     if any(e.mode != "train" and not e.keep_ratios for e in runs):
         print("warning: experiments.spacing gives no keep ratio: only the base nets are trained, nothing is "
@@ -196,8 +194,8 @@ def _without_control(cfg):
 
 def _run_folders(out_dir):
     """``out_dir`` and its sub-folders that hold a run (a customization's)."""
-    subfolders = [os.path.join(out_dir, name) for name in sorted(os.listdir(out_dir))] if os.path.isdir(out_dir) else []
-    return [out_dir] + [f for f in subfolders if os.path.isfile(os.path.join(f, "config.yaml"))]
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    return [out_dir] + [f.run_dir for f in map(RunFolder(out_dir).subfolder, names) if os.path.isfile(f.config_path)]
 
 
 def _finished_steps(out_dir):
@@ -216,9 +214,8 @@ def _first_difference(a, b, path=""):
 def take_over(out_dir, difference):
     """Start a folder with no finished step afresh for this config: its earlier config's
     unfinished checkpoints and logs go (a resume would continue them), and one line says so."""
-    for folder in _run_folders(out_dir):
-        for sub, suffix in (("checkpoints", ".pt"), ("logs", ".jsonl")):
-            path = os.path.join(folder, sub)
+    for folder in map(RunFolder, _run_folders(out_dir)):
+        for path, suffix in ((folder.checkpoints_dir, ".pt"), (folder.logs_dir, ".jsonl")):
             for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
                 if name.endswith(suffix):
                     os.remove(os.path.join(path, name))
@@ -230,7 +227,7 @@ def _lock_folder(out_dir):
     """An exclusive lock on ``out_dir/.lock`` held until the process ends (None if taken)."""
     import fcntl
 
-    handle = open(os.path.join(out_dir, ".lock"), "w")
+    handle = open(RunFolder(out_dir).lock_path, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -241,39 +238,34 @@ def _lock_folder(out_dir):
 
 def run_torchprune_engine(args):
     """``--engine torchprune``: torchprune's runner reads CONFIG itself, as it is."""
-    from torchprune_flows.torchprune.engine import EngineError, run
+    from torchprune_flows.torchprune.engine import run
 
     if args.overrides or args.out or args.device != "cpu":
         given = [flag for flag, value in (("--set", args.overrides), ("--out", args.out),
                                           ("--device", args.device != "cpu")) if value]
-        print(f"error: {', '.join(given)} only apply to our runner; torchprune's runner reads CONFIG "
-              "as it is (edit it, or drop --engine torchprune)", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, [])
-        ours_only = [key for key, value in (("network.kwargs", cfg["network"].get("kwargs")),
-                                            ("training.datasetKwargs", cfg["training"].get("datasetKwargs")))
-                     if value]
-        if ours_only:
-            raise ConfigError(f"{', '.join(ours_only)} only apply to our runner (torchprune's passes no "
-                              "such arguments); drop them, or run without --engine torchprune")
-        if cfg["experiments"].get("control") == "dense":
-            raise ConfigError("experiments.control only applies to our runner (torchprune's has no dense control); "
-                              "drop it, or run without --engine torchprune")
-        if cfg["experiments"].get("keepRatioOver") == "prunable_weights":
-            raise ConfigError("experiments.keepRatioOver: prunable_weights only applies to our runner "
-                              "(torchprune's keep ratios count every parameter); drop it, or run without "
-                              "--engine torchprune")
-        plugins = [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins]
-        load_plugins(plugins)
-        ours_only = [m for m in cfg["experiments"]["methods"] if _only_ours(m)]
-        if ours_only:
-            raise ConfigError(f"pruning method {', '.join(ours_only)} runs under our runner only (torchprune's has "
-                              "no such method); drop it from experiments.methods, or run without --engine torchprune")
-        return run(args.config, plugins)
-    except (ConfigError, PluginImportError, EngineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{', '.join(given)} only apply to our runner; torchprune's runner reads CONFIG "
+                         "as it is (edit it, or drop --engine torchprune)")
+    cfg = load_config(args.config, [])
+    ours_only = [key for key, value in (("network.kwargs", cfg["network"].get("kwargs")),
+                                        ("training.datasetKwargs", cfg["training"].get("datasetKwargs")))
+                 if value]
+    if ours_only:
+        raise ConfigError(f"{', '.join(ours_only)} only apply to our runner (torchprune's passes no "
+                          "such arguments); drop them, or run without --engine torchprune")
+    if cfg["experiments"].get("control") == "dense":
+        raise ConfigError("experiments.control only applies to our runner (torchprune's has no dense control); "
+                          "drop it, or run without --engine torchprune")
+    if cfg["experiments"].get("keepRatioOver") == "prunable_weights":
+        raise ConfigError("experiments.keepRatioOver: prunable_weights only applies to our runner "
+                          "(torchprune's keep ratios count every parameter); drop it, or run without "
+                          "--engine torchprune")
+    plugins = [plugin_reference(p) for p in list(cfg.get("plugins", [])) + args.plugins]
+    load_plugins(plugins)
+    ours_only = [m for m in cfg["experiments"].get("methods", []) if _only_ours(m)]
+    if ours_only:
+        raise ConfigError(f"pruning method {', '.join(ours_only)} runs under our runner only (torchprune's has "
+                          "no such method); drop it from experiments.methods, or run without --engine torchprune")
+    return run(args.config, plugins)
 
 
 def _only_ours(method):
@@ -295,39 +287,29 @@ def check_launch(args):
         raise UsageError("--ray-timeout is the wait for the cluster at --ray-address; give --ray-address too")
 
 
+@reports_user_errors
 def main(argv=None):
+    """The runner; bad input (any :class:`~torchprune_flows.errors.UserError`) stops it with one
+    ``error:`` line and exit code 2, before anything is written when it can be found then."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.engine == "torchprune":
         return run_torchprune_engine(args)
-    from .distributed import DistributedSetupError, init_from_environment, is_writer
+    from .distributed import init_from_environment, is_writer
 
-    try:
-        check_launch(args)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
-    except DistributedSetupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_launch(args)
+    init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
     cluster = None
     try:
-        try:
-            if args.workers or args.ray_address:
-                from .scaleout import _ray
+        if args.workers or args.ray_address:
+            from .scaleout import _ray
 
-                _ray()  # says what to install before anything is written
-            cfg, out_dir, runs = prepare(args)
-            taking_over = check_resume(out_dir, cfg)
-            if args.ray_address:  # joined before anything is written: a wrong address leaves nothing
-                from .scaleout import CONNECT_TIMEOUT, connect
+            _ray()  # says what to install before anything is written
+        cfg, out_dir, runs = prepare(args)
+        taking_over = check_resume(out_dir, cfg)
+        if args.ray_address:  # joined before anything is written: a wrong address leaves nothing
+            from .scaleout import CONNECT_TIMEOUT, connect
 
-                cluster = connect(args.ray_address, args.ray_timeout or CONNECT_TIMEOUT)
-        except (ConfigError, UnknownNameError, PruningError, PluginImportError, UsageError, CorruptFileError,
-                ScaleOutError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            cluster = connect(args.ray_address, args.ray_timeout or CONNECT_TIMEOUT)
         from .allocator import keep_freed_memory
         from .threads import use_threads
 
@@ -337,29 +319,22 @@ def main(argv=None):
             os.makedirs(out_dir, exist_ok=True)
             lock = _lock_folder(out_dir) if is_writer() else None
         except OSError as err:
-            print(f"error: cannot write to {out_dir}: {err.strerror or err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot write to {out_dir}: {err.strerror or err}") from err
         if not is_writer():  # another rank of this torchrun job holds the folder
             return _run_all(cfg, out_dir, runs, args)
         if lock is None:
-            print(f"error: another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"another run is writing {out_dir}; wait for it to finish or pass --out NEW_DIR")
         with lock:
             try:
                 if taking_over and check_resume(out_dir, cfg):  # again, now that no other run can write
                     take_over(out_dir, taking_over)
                 return _run_all(cfg, out_dir, runs, args)
-            except (CorruptFileError, ScaleOutError, UsageError) as err:  # e.g. a damaged step record of an earlier run
-                print(f"error: {err}", file=sys.stderr)
-                return 2
             except OSError as err:
                 if err.filename is None:
                     raise
-                print(f"error: cannot write {err.filename} ({err.strerror or err}); finished steps are kept: "
-                      "make room (or raise the limit) and rerun the same command to complete the run",
-                      file=sys.stderr)
-                return 2
+                raise UsageError(f"cannot write {err.filename} ({err.strerror or err}); finished steps are kept: "
+                                 "make room (or raise the limit) and rerun the same command to complete the "
+                                 "run") from err
     finally:
         if cluster is not None:
             cluster.shutdown()

@@ -23,10 +23,11 @@ import pickle
 import torch
 import torch.distributed as dist
 
+from torchprune_flows.errors import UserError
 from torchprune_flows.pruning import export_state, import_state, prune
 
 
-class DistributedSetupError(RuntimeError):
+class DistributedSetupError(UserError, RuntimeError):
     """torchrun's processes cannot each have a GPU of their own (NCCL needs one per process)."""
 
 

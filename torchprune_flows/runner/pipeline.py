@@ -24,12 +24,13 @@ from tqdm import tqdm
 from torchprune_flows.analysis.flops import vector_field_flops
 from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, count_parameters, export_state,
                                       import_state, pruning_method, write_back)
-from torchprune_flows.registry import DATASETS, LOSSES, METRICS, NETWORKS
+from torchprune_flows.registry import DATASETS, LOSSES, METRICS
 
 from .checkpoints import save_text
 from .config import retraining_config
 from .data import build_loaders, build_splits
 from .distributed import is_writer, prune_once, run_once
+from .networks import build_network
 from .render import write_report
 from .results import COLUMN_DEFAULTS, DENSE_CONTROL, REFERENCE, RESULT_COLUMNS, write_results_csv
 from .plan import SweepPlan
@@ -45,15 +46,6 @@ LOSS_LABELS = {"NLLPriorLoss": "test NLL (nats)", "NLLNatsLoss": "test NLL (nats
 
 def step_seed(*parts):
     return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
-
-
-def build_network(cfg, device="cpu"):
-    """The (untrained) network of a resolved config on ``device``."""
-    net_cfg = cfg["network"]
-    kwargs = dict(num_classes=net_cfg["outputSize"], **net_cfg["kwargs"])
-    if "MNIST" in net_cfg["dataset"]:
-        kwargs.setdefault("num_in_channels", 1)
-    return NETWORKS.get(net_cfg["name"])(**kwargs).to(torch.device(device))
 
 
 def build_loss(cfg):

@@ -12,6 +12,7 @@ import numpy as np
 from .checkpoints import atomic_write, save_text
 from .results import (DENSE_CONTROL, REFERENCE, check_columns, format_mean_std, format_nfe_pair, format_param_count,
                       format_percent, is_finite, markdown_table, ordered_unique, summarize)
+from .runs import RunFolder
 
 # --------------------------------------------------------------------------
 # Markdown report
@@ -321,9 +322,10 @@ def write_report(rows, out_dir, title=None, loss_label="test loss", decimals=Non
     for row in rows:
         check_columns(row, allow_extra=True)
     os.makedirs(out_dir, exist_ok=True)
-    report_path = os.path.join(out_dir, "report.md")
+    folder = RunFolder(out_dir)
+    report_path = folder.report_path
     save_text(render_markdown(rows, title, loss_label, decimals, data_entropy) + "\n", report_path)
-    plot_paths = (_write_plots(summarize(rows), os.path.join(out_dir, "plots"), loss_label, data_entropy)
+    plot_paths = (_write_plots(summarize(rows), folder.plots_dir, loss_label, data_entropy)
                   if plots else [])
     return [report_path] + plot_paths
 

@@ -11,6 +11,10 @@ A run folder (``--out``, or one sub-folder per customization) holds::
     logs/<step>.jsonl            one training record per epoch
     samples/<step>.npy           samples drawn by ``experiment.sample``
     analysis/                    outputs of ``experiment.analyze``
+    export/<step>.pt             standalone flows written by ``experiment.analyze export``
+    .lock                        held by the run writing the folder
+
+:class:`RunFolder` builds every one of these paths; no other module joins them.
 
 Step names: ``net{N}_ReferenceNet`` for a base net, ``net{N}_rep{R}_{method}_{i:02d}`` for the
 ``i``-th keep ratio of the resolved config (the position, since two spacing entries may share a
@@ -25,14 +29,16 @@ import os
 
 import yaml
 
+from torchprune_flows.errors import UserError, check_keep_ratio
 from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
 from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
+from .networks import build_network
 from .results import DENSE_CONTROL, REFERENCE
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A folder or a selection that does not exist; printed as one line."""
 
 
@@ -70,23 +76,54 @@ class RunFolder:
         return self.path("results.csv")
 
     @property
+    def report_path(self):
+        return self.path("report.md")
+
+    @property
+    def plots_dir(self):
+        return self.path("plots")
+
+    @property
     def analysis_dir(self):
         return self.path("analysis")
 
+    @property
+    def lock_path(self):
+        return self.path(".lock")
+
+    @property
+    def steps_dir(self):
+        return self.path("steps")
+
+    @property
+    def checkpoints_dir(self):
+        return self.path("checkpoints")
+
+    @property
+    def logs_dir(self):
+        return self.path("logs")
+
     def checkpoint(self, step):
-        return self.path("checkpoints", step + ".pt")
+        return os.path.join(self.checkpoints_dir, step + ".pt")
 
     def partial_checkpoint(self, step):
-        return self.path("checkpoints", step + ".partial.pt")
+        return os.path.join(self.checkpoints_dir, step + ".partial.pt")
 
     def record(self, step):
-        return self.path("steps", step + ".json")
+        return os.path.join(self.steps_dir, step + ".json")
 
     def log(self, step):
-        return self.path("logs", step + ".jsonl")
+        return os.path.join(self.logs_dir, step + ".jsonl")
 
     def samples(self, step):
         return self.path("samples", step + ".npy")
+
+    def export(self, step):
+        return self.path("export", step + ".pt")
+
+    def subfolder(self, name):
+        """The run folder of customization ``name`` inside this (a config with customizations)."""
+        return RunFolder(self.path(name))
 
     @staticmethod
     def reference_step(net):
@@ -133,7 +170,7 @@ class RunFolder:
     def read_records(self):
         """``{step: result row}`` of the finished steps, by step name (a record of an older run,
         without ``cycle``, gets it from its step name)."""
-        folder = self.path("steps")
+        folder = self.steps_dir
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         records = {n[:-5]: load_json(os.path.join(folder, n)) for n in names if n.endswith(".json")}
         for step, row in records.items():
@@ -185,8 +222,7 @@ class RunFolder:
             return next(iter(candidates))
         if keep is None:
             raise RunError("give --keep with --method: the keep ratio of the pruned net to load")
-        if not 0.0 < keep <= 1.0:
-            raise RunError(f"--keep {keep:g} is outside (0, 1]; keep ratios are the fraction of weights kept")
+        check_keep_ratio(keep, name="--keep", error=RunError)
         nearest = lambda s: abs(candidates[s]["keep_ratio"] - keep)  # noqa: E731
         if closest:
             return min(candidates, key=nearest)
@@ -223,8 +259,6 @@ class RunFolder:
 
     def load_network(self, step, device="cpu"):
         """The trained (and pruned) network of ``step`` with its masks in place."""
-        from .pipeline import build_network
-
         state = self.load_state(step, map_location=device)
         return import_state(build_network(self.cfg, device), state).eval()
 

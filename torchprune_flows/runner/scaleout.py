@@ -22,6 +22,8 @@ import threading
 
 from .plan import SweepPlan
 
+from torchprune_flows.errors import UserError
+
 INSTALL_HINT = "--workers needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install ray)"
 
 
@@ -35,7 +37,7 @@ CONNECT_TIMEOUT = 20.0
 NORMAL_PRIORITY = {"env_vars": {"RAY_worker_niceness": "0"}}
 
 
-class ScaleOutError(Exception):
+class ScaleOutError(UserError):
     """Ray is missing or cannot start; the message says what to do."""
 
 

@@ -1,7 +1,7 @@
 """torchprune's transform specs ``[{type, kwargs}]`` -> a callable (torchvision + ``RandomNoise``)."""
-import difflib
-
 import torch
+
+from torchprune_flows.registry.suggest import did_you_mean
 
 
 class RandomNoise:
@@ -23,8 +23,8 @@ def _lookup(name):
     if hasattr(tv, name):
         return getattr(tv, name)
     options = ["RandomNoise"] + [n for n in dir(tv) if n[:1].isupper()]
-    close = difflib.get_close_matches(name, options, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, options, n=3)
+    hint = f"; {hint}" if hint else ""
     raise ValueError(f"unknown transform '{name}'{hint}")
 
 

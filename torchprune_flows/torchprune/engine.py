@@ -23,6 +23,7 @@ import importlib.util
 import os
 import sys
 
+from ..errors import UserError
 from . import compat
 
 PLUGINS_ENV = "TORCHPRUNE_FLOWS_PLUGINS"
@@ -43,7 +44,7 @@ DEPENDENCY_HINT = (
 )
 
 
-class EngineError(Exception):
+class EngineError(UserError):
     """Something the user must install or fix before torchprune's runner can start."""
 
 

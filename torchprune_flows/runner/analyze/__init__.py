@@ -4,19 +4,15 @@ Subcommands are the modules of this package (``--help`` lists them): ``sample`` 
 ``python -m experiment.sample``), ``export``, ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``, ``paper``. Each
 defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> exit code``; it reads
 runs through :class:`..runs.RunFolder` and writes tables and plots through :mod:`..results` and
-:mod:`..render`. Bad input (raised as :class:`..runs.RunError` and friends) gives one ``error:``
-line, exit code 2.
+:mod:`..render`. Bad input (any :class:`~torchprune_flows.errors.UserError`, such as
+:class:`..runs.RunError`, or a missing file) gives one ``error:`` line, exit code 2.
 """
 import argparse
 import importlib
 import sys
 
-from torchprune_flows.data.checks import DataFileError
-from torchprune_flows.pruning import PruningError
-from torchprune_flows.registry import PluginImportError, UnknownNameError, load_plugins
-
-from ..checkpoints import CorruptFileError
-from ..runs import RunError
+from torchprune_flows.errors import UserError, reports_user_errors
+from torchprune_flows.registry import load_plugins
 
 SUBCOMMANDS = ("sample", "export", "hessian", "figure", "modes", "sweep", "cost", "paper")
 
@@ -48,17 +44,17 @@ def _module(name):
         raise
 
 
+@reports_user_errors
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     return run_subcommand(_module(args.subcommand), args)
 
 
 def run_subcommand(module, args):
-    """``module.run(args)``, bad input printed as one ``error:`` line with exit code 2."""
+    """``module.run(args)``; a missing file (a dataset's, a plugin dataset's included) is a
+    :class:`~torchprune_flows.errors.UserError` too (the caller's ``main`` reports it)."""
+    load_plugins(getattr(args, "plugins", []))
     try:
-        load_plugins(getattr(args, "plugins", []))
         return module.run(args)
-    except (RunError, PruningError, UnknownNameError, FileNotFoundError, DataFileError, PluginImportError,
-            CorruptFileError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from err

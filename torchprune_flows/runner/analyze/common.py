@@ -1,4 +1,5 @@
 """What the run analyses share: selecting steps of a finished run, labelling them."""
+from torchprune_flows.errors import check_keep_ratio
 from torchprune_flows.pruning import PruningError, canonical_method, pruning_method
 
 from ..results import DENSE_CONTROL, REFERENCE, format_percent
@@ -43,8 +44,7 @@ def select_steps(run, nets, methods=None, keeps=None, repetition=0, reference=Tr
     """
     methods = run_methods(run) if methods is None else list(dict.fromkeys(canonical_method(m) for m in methods))
     for keep in keeps or []:
-        if not 0.0 < keep <= 1.0:
-            raise RunError(f"--keep {keep:g} is outside (0, 1]; keep ratios are the fraction of weights kept")
+        check_keep_ratio(keep, name="--keep", error=RunError)
     steps = []
     for net in nets:
         if reference:

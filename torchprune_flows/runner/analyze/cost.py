@@ -68,7 +68,7 @@ def run(args):
     runs = [(label, folder, load_run(label, folder))
             for run_dir in args.run_dirs for label, folder in _expand_run_dir(run_dir)]
     benchmarks = [(path, load_benchmarks(path)) for path in args.benchmark]
-    out = args.out or (os.path.join(args.run_dirs[0], "analysis") if args.run_dirs else "cost_report")
+    out = args.out or (RunFolder(args.run_dirs[0]).analysis_dir if args.run_dirs else "cost_report")
     paths = write_cost_report(runs, benchmarks, out)
     print(f"cost report: {paths[0]} ({len(paths) - 1} plots)")
     return 0
@@ -81,7 +81,7 @@ def _expand_run_dir(run_dir):
     """``[(label, folder)]``: the run itself, or its sub-folders holding a results.csv."""
     if not os.path.isdir(run_dir):
         raise RunError(f"{run_dir} is not a folder; pass an experiment output folder (its --out)")
-    if os.path.exists(os.path.join(run_dir, "results.csv")):
+    if os.path.exists(RunFolder(run_dir).results_path):
         return [(os.path.basename(os.path.normpath(run_dir)), run_dir)]
     children = result_subfolders(run_dir)
     if not children:

@@ -22,7 +22,7 @@ def run(args):
     step = run_.select(args.method, args.keep, args.net, args.repetition)
     run_.require_converged(step, use="exported")
     net = run_.load_network(step)
-    out = args.out or run_.path("export", step + ".pt")
+    out = args.out or run_.export(step)
     if os.path.isdir(out):
         raise RunError(f"--out {out} is a folder; give the file to write")
     try:

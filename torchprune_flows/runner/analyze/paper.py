@@ -357,7 +357,7 @@ def run(args):
     save_text(markdown, os.path.join(out_dir, "paper.md"))
     write_figure(figure_series(table, finished.steps, methods, args.repetition), entropy,
                  os.path.join(out_dir, "paper.png"), title, UNITS.get(cfg["training"]["loss"], table.unit))
-    report = finished.path("report.md")
+    report = finished.report_path
     existing = open(report, encoding="utf-8").read() if os.path.isfile(report) else ""
     save_text(replace_section(existing, "\n".join(["## Paper side by side", ""] + body)), report)
     print(markdown)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from torchprune_flows.cnf import SolverError
+from torchprune_flows.errors import reports_user_errors
 
 from ..checkpoints import atomic_write
 from ..render import save_figure
@@ -92,6 +93,7 @@ def run(args):
     return 0
 
 
+@reports_user_errors
 def main(argv=None):
     """``python -m experiment.sample ARGS``: the ``sample`` subcommand on its own."""
     from . import add_common_arguments, run_subcommand

@@ -17,7 +17,7 @@ from ..checkpoints import save_text
 from ..render import save_figure
 from ..results import (DENSE_CONTROL, REFERENCE, format_mean_std, format_param_count, markdown_table,
                        read_results_csv, summarize, table_csv)
-from ..runs import RunError, result_subfolders
+from ..runs import RunError, RunFolder, result_subfolders
 from .common import method_label, percent
 
 HELP = "summarise a customization sweep: test loss against prune ratio per variant and method"
@@ -47,17 +47,17 @@ def find_variants(sweep_dir):
     variants = []
     for name in folders:
         try:
-            rows = read_results_csv(os.path.join(sweep_dir, name, "results.csv"))
+            rows = read_results_csv(RunFolder(sweep_dir).subfolder(name).results_path)
         except ValueError as err:
             raise RunError(" ".join(str(err).split())) from None
-        variants.append((name, rows, _read_yaml(os.path.join(sweep_dir, name, "config.yaml"))))
+        variants.append((name, rows, _read_yaml(RunFolder(sweep_dir).subfolder(name).config_path)))
     if not any(rows for _, rows, _ in variants):
         raise RunError(f"the results.csv files under {sweep_dir} hold no result rows yet")
     return variants
 
 
 def load_base_config(sweep_dir):
-    return _read_yaml(os.path.join(sweep_dir, "config.yaml"))
+    return _read_yaml(RunFolder(sweep_dir).config_path)
 
 
 def _read_yaml(path):

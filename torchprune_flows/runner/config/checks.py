@@ -7,12 +7,14 @@ keys, types, defaults). The underscored names are the package's own, not a publi
 """
 import copy
 import dataclasses
-import difflib
 import inspect
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
+
+from torchprune_flows.errors import UserError
+from torchprune_flows.registry.suggest import close_matches, suggestion
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A config problem; the message is one line naming the problem and the fix."""
 
     def __init__(self, message):
@@ -126,22 +128,17 @@ def _named_class(module: Any, base: type, what: str) -> Check:
     def check(value, where):
         value = _string(value, where)
         if value not in names:
-            close = _close_matches(value, names)
-            hint = f"did you mean {_quoted(close)}?" if close else f"choose one of {', '.join(names)}"
+            hint = _did_you_mean(value, names) or f"choose one of {', '.join(names)}"
             raise ConfigError(f"unknown {what} {value!r} in '{where}'; {hint}")
         return value
 
     return check
 
 
-def _close_matches(word: str, names) -> List[str]:
-    """Up to three of ``names`` that look like ``word``, best first, ignoring case."""
-    by_lower = {name.lower(): name for name in names}
-    return [by_lower[hit] for hit in difflib.get_close_matches(word.lower(), list(by_lower), n=3)]
-
-
-def _quoted(names: List[str]) -> str:
-    return " or ".join(f"'{name}'" for name in names)
+def _did_you_mean(word: str, names) -> str:
+    """``did you mean 'a' or 'b'?`` for up to three of ``names`` that look like ``word``
+    (ignoring case), or ``""``."""
+    return suggestion(close_matches(word, names, n=3, ignore_case=True), quote=True)
 
 
 _REQUIRED = object()  # default marker: the key must be given
@@ -181,6 +178,5 @@ def _reject_unknown(value: dict, known, where: str) -> None:
     for key in value:
         if key not in known:
             path = f"{where}.{key}" if where else str(key)
-            close = _close_matches(str(key), known)
-            hint = f"did you mean {_quoted(close)}?" if close else f"known keys: {', '.join(known)}"
+            hint = _did_you_mean(str(key), known) or f"known keys: {', '.join(known)}"
             raise ConfigError(f"unknown key '{path}'; {hint}")

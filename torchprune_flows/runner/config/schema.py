@@ -18,6 +18,8 @@ from typing import Any, List, Tuple
 import numpy as np
 import torch
 
+from torchprune_flows.errors import check_keep_ratio
+
 from .checks import (_ABSENT, Check, ConfigError, _anything, _boolean, _check_mapping, _Field, _integer, _list_of,
                      _mapping, _named_class, _number, _one_of, _optional_string, _reject_unknown, _string,
                      _type_error)
@@ -149,11 +151,7 @@ def _spacing_values(entry: dict) -> List[float]:
 
 
 def _check_ratio(ratio: float, where: str) -> None:
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError(
-            f"keep ratio {ratio:g} from {where} is outside (0, 1]; "
-            "keep ratios are the fraction of parameters kept"
-        )
+    check_keep_ratio(ratio, where=where, error=ConfigError)
 
 
 def keep_ratios(experiments: dict) -> List[float]:
@@ -232,15 +230,15 @@ def _class_kwargs(cls: type, kwargs: dict, where: str, skip: Tuple[str, ...]) ->
     unknown keys name close matches, a number where a number is expected, and so on."""
     import inspect
 
-    from .checks import _close_matches, _quoted
+    from .checks import _did_you_mean
 
     params = {name: p for name, p in inspect.signature(cls).parameters.items() if name not in skip}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     for key, value in kwargs.items():
         if key not in params:
-            close = _close_matches(key, list(params))
-            hint = f"; did you mean {_quoted(close)}?" if close else ""
+            hint = _did_you_mean(key, list(params))
+            hint = f"; {hint}" if hint else ""
             raise ConfigError(f"unknown key '{where}.{key}' for {cls.__name__}{hint} "
                               f"(it takes {', '.join(params) or 'none'})")
         default = params[key].default
