@@ -35,7 +35,7 @@ from torchprune_flows.registry import LOSSES, METRICS, load_plugins
 from torchprune_flows.runner.config import resolve_config
 from torchprune_flows.runner.data import build_loaders, build_splits
 from torchprune_flows.runner.pipeline import build_loss, build_network, step_seed
-from torchprune_flows.runner.checkpoints import load_checkpoint
+from torchprune_flows.runner.atomic_files import load_checkpoint
 from torchprune_flows.runner.training import train
 
 CONFIG = "experiment_configs/ffjord/gaussians.yaml"

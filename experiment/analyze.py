@@ -1,7 +1,7 @@
-"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ...``: see :mod:`torchprune_flows.runner.analyze`."""
+"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ...``: see :mod:`torchprune_flows.runner.commands`."""
 import sys
 
-from torchprune_flows.runner.analyze import main
+from torchprune_flows.runner.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import REPO_ROOT, tiny_config_dict
-from torchprune_flows.runner.analyze import main as analyze
+from torchprune_flows.runner.commands import main as analyze
 from torchprune_flows.runner.cli import check_names
 from torchprune_flows.runner.config import expand_customizations, load_config, retraining_config
 from torchprune_flows.runner.results import RESULT_COLUMNS, write_results_csv

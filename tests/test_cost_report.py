@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from conftest import one_error_line
-from torchprune_flows.runner.analyze.cost import format_ms, format_nfe, format_percent
-from torchprune_flows.runner.analyze import main
+from torchprune_flows.runner.commands.cost import format_ms, format_nfe, format_percent
+from torchprune_flows.runner.commands import main
 from torchprune_flows.runner.results import read_results_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -20,7 +20,7 @@ from torchprune_flows.data.tabular import TabularDataset
 from torchprune_flows.data.toy import ToyDataset
 from torchprune_flows.registry import DATASETS
 from torchprune_flows.registry.plugins import load_plugins
-from torchprune_flows.registry.torchprune_bridge import _DATASET_BASES
+from torchprune_flows.integrations.torchprune.bridge import _DATASET_BASES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLUGIN = os.path.join(HERE, "plugins", "ring_dataset.py")

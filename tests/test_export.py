@@ -163,7 +163,7 @@ def test_export_refuses_flows_it_cannot_write(tmp_path):
 
 
 def _check_export_command(run_dir, path, keep, x):
-    from torchprune_flows.runner.analyze import main
+    from torchprune_flows.runner.commands import main
     from torchprune_flows.runner.runs import RunFolder
 
     assert main(["export", run_dir, "--method", "FT", "--keep", str(keep), "--out", path]) == 0

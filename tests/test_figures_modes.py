@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from conftest import one_error_line
-from torchprune_flows.runner.analyze import main
+from torchprune_flows.runner.commands import main
 from torchprune_flows.analysis.modes import gaussian_mass_within, mode_coverage, standardized_distances
 from torchprune_flows.data.toy import ToyGaussians, ToyGaussiansSpiral
 
@@ -232,7 +232,7 @@ def test_modes_needs_a_mixture_and_figure_needs_2d_data(run_dir, tmp_path, capsy
     assert main(["modes", copy, "-n", "10"]) == 2
     one_error_line(capsys, "ToyMoons", "mixture")
 
-    import torchprune_flows.runner.analyze.figure as figure
+    import torchprune_flows.runner.commands.figure as figure
 
     class ThreeD(torch.utils.data.Dataset):
         def __len__(self):

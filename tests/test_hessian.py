@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 import torchprune_flows as tf
-from torchprune_flows.runner.analyze import main
+from torchprune_flows.runner.commands import main
 from torchprune_flows.analysis.hessian import (HessianOperator, condition_number, dense_hessian, hessian_summary,
                                                hutchinson_trace, lambda_max, positive_threshold, slq_spectrum)
 from torchprune_flows.cnf.cnf import set_solver

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO_ROOT, SHARED_DATA, one_error_line
 from torchprune_flows.paper import TABLE_DIR, load_table, paper_tables, parse_number, table_for_dataset
-from torchprune_flows.runner.analyze import main as analyze
+from torchprune_flows.runner.commands import main as analyze
 
 SUPPLEMENT = os.path.join(os.path.dirname(SHARED_DATA), "reference", "sparse-flows-supplement.txt")
 WT, FT = "ThresNet", "FilterThresNet"
@@ -153,7 +153,7 @@ def test_one_net_gaussians_run_beside_table_s11(cascade_run, tmp_path):
     # the figure draws every finished FT step of ours and the paper's seven rows
     assert os.path.getsize(os.path.join(run, "analysis", "paper.png")) > 0
     from torchprune_flows.paper import table_for_dataset
-    from torchprune_flows.runner.analyze.paper import figure_series
+    from torchprune_flows.runner.commands.paper import figure_series
     from torchprune_flows.runner.runs import RunFolder
     series = figure_series(table_for_dataset("ToyGaussians"), RunFolder.open(run).steps, [FT])
     ours_line = next(v for k, v in series.items() if k.startswith("ours"))
@@ -239,7 +239,7 @@ def test_a_dataset_without_a_table_is_one_error_line(cascade_run, tmp_path, caps
 
 def test_figure_draws_the_dense_control_at_the_prune_ratio_of_its_cycle():
     from torchprune_flows.paper import table_for_dataset
-    from torchprune_flows.runner.analyze.paper import figure_series
+    from torchprune_flows.runner.commands.paper import figure_series
 
     def row(method, keep, cycle, loss, se=0.01):
         return dict(method=method, keep_ratio=keep, prune_ratio=1 - keep, cycle=cycle, repetition=0, net=0,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from torchprune_flows.runner.runs import RunError, RunFolder
-from torchprune_flows.runner.analyze.sample import main
+from torchprune_flows.runner.commands.sample import main
 from torchprune_flows.pruning import count_nonzero, count_parameters
 
 
@@ -76,7 +76,7 @@ def test_run_folder_finds_steps_by_their_exact_key(cascade_run):
 
 
 def test_sample_is_a_subcommand_of_analyze(cascade_run, tmp_path):
-    from torchprune_flows.runner.analyze import main as analyze
+    from torchprune_flows.runner.commands import main as analyze
 
     _, out, _ = cascade_run
     one, two = str(tmp_path / "one.npy"), str(tmp_path / "two.npy")
@@ -89,7 +89,7 @@ def test_sample_is_a_subcommand_of_analyze(cascade_run, tmp_path):
 
 @pytest.mark.parametrize("command", ["sample", "export"])
 def test_a_keep_ratio_the_run_lacks_lists_the_finished_ones(cascade_run, capsys, tmp_path, command):
-    from torchprune_flows.runner.analyze import main as analyze
+    from torchprune_flows.runner.commands import main as analyze
 
     from conftest import one_error_line
 

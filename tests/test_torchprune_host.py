@@ -295,7 +295,7 @@ def test_ffjords_lib_from_the_environment_serves_both_of_torchprunes_imports(rea
     lib = os.path.join(real_torchprune.ffjord, "lib")
     code = (
         "import json, os, sys\n"
-        "from torchprune_flows.torchprune import engine\n"
+        "from torchprune_flows.integrations.torchprune import engine\n"
         "engine.compat.apply(); engine.export_to_workers([]); engine._ffjord_on_path()\n"
         "import torchprune\n"
         "from torchprune.util.external.ffjord.lib import layers\n"

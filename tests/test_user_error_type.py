@@ -48,7 +48,7 @@ def test_the_old_names_keep_their_builtin_bases():
     from torchprune_flows.data.checks import DataFileError
     from torchprune_flows.pruning import PruningError
     from torchprune_flows.registry import InvalidFieldError, PluginImportError, UnknownNameError
-    from torchprune_flows.runner.checkpoints import CorruptFileError
+    from torchprune_flows.runner.atomic_files import CorruptFileError
     from torchprune_flows.runner.config import ConfigError
     from torchprune_flows.runner.runs import RunError
 
@@ -101,7 +101,7 @@ def test_experiment_cli_reports_any_user_error(monkeypatch, capsys, tmp_path, ra
 
 def test_torchprune_launcher_reports_any_user_error(monkeypatch, capsys, tmp_path, raises_user_error):
     from torchprune_flows.runner import cli
-    from torchprune_flows.torchprune import engine
+    from torchprune_flows.integrations.torchprune import engine
 
     monkeypatch.setattr(cli, "load_config", lambda *a: {"network": {}, "training": {}, "experiments": {}})
     monkeypatch.setattr(engine, "run", raises_user_error)
@@ -113,8 +113,8 @@ def test_torchprune_launcher_reports_any_user_error(monkeypatch, capsys, tmp_pat
 
 @pytest.mark.parametrize("entry", ["analyze", "sample"])
 def test_analyze_and_sample_report_any_user_error(monkeypatch, capsys, tmp_path, raises_user_error, entry):
-    from torchprune_flows.runner.analyze import main as analyze
-    from torchprune_flows.runner.analyze import sample
+    from torchprune_flows.runner.commands import main as analyze
+    from torchprune_flows.runner.commands import sample
 
     monkeypatch.setattr(sample, "run", raises_user_error)
     main, argv = (analyze, ["sample", str(tmp_path)]) if entry == "analyze" else (sample.main, [str(tmp_path)])
@@ -123,8 +123,8 @@ def test_analyze_and_sample_report_any_user_error(monkeypatch, capsys, tmp_path,
 
 
 def test_analyze_reports_a_missing_file_as_a_user_error(monkeypatch, capsys, tmp_path):
-    from torchprune_flows.runner.analyze import main as analyze
-    from torchprune_flows.runner.analyze import sample
+    from torchprune_flows.runner.commands import main as analyze
+    from torchprune_flows.runner.commands import sample
 
     def missing(args):
         raise FileNotFoundError("MyData not found in /nowhere; download it first")

@@ -87,7 +87,7 @@ def test_truncated_checkpoint_is_named(finished, capsys):
 def test_plugins_travel_with_the_run(tiny, capsys, monkeypatch, clean_modules):
     from test_experiment import use_plugin_flow
 
-    from torchprune_flows.runner.analyze.sample import main as sample
+    from torchprune_flows.runner.commands.sample import main as sample
 
     module, name = use_plugin_flow(tiny, monkeypatch, clean_modules)
     tiny.cfg["experiments"]["methods"] = ["ThresNet"]
@@ -277,7 +277,7 @@ def test_a_plugin_file_path_is_imported_recorded_and_loaded_again(tiny, capsys, 
 
     from test_experiment import write_plugin
 
-    from torchprune_flows.runner.analyze import main as analyze
+    from torchprune_flows.runner.commands import main as analyze
     from torchprune_flows.runner.runs import RunFolder
 
     os.makedirs(tiny.path("flows"))

@@ -2,7 +2,7 @@
 
 Importing the package registers the built-in networks, datasets, losses and metrics and makes
 torchprune's lookup modules resolve them whenever torchprune is imported (see
-:mod:`torchprune_flows.registry.torchprune_bridge`; torchprune itself is not imported here). In a
+:mod:`torchprune_flows.integrations.torchprune.bridge`; torchprune itself is not imported here). In a
 worker process of ``--engine torchprune`` it also loads the launcher's plugins and patches.
 """
 from .registry import (  # noqa: F401
@@ -22,8 +22,8 @@ from .pruning.compact import compact  # noqa: F401,E402
 from .export import export_flow  # noqa: F401,E402
 
 __version__ = "0.1.0"
-from .registry.torchprune_bridge import install_into_torchprune, maybe_install_into_torchprune  # noqa
-from .torchprune.engine import prepare_worker_process  # noqa: E402
+from .integrations.torchprune.bridge import install_into_torchprune, maybe_install_into_torchprune  # noqa
+from .integrations.torchprune.engine import prepare_worker_process  # noqa: E402
 
 maybe_install_into_torchprune()
 prepare_worker_process()

@@ -11,7 +11,7 @@ import torchprune as tp
 import torchprune_flows as tf
 from torchprune.util.net import NetHandle
 from torchprune_flows.objectives import NLLPriorLoss
-from torchprune_flows.torchprune import compat
+from torchprune_flows.integrations.torchprune import compat
 
 if sys.argv[1] == "compat":
     compat.apply()

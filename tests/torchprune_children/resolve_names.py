@@ -11,7 +11,7 @@ if sys.argv[1] == "torchprune_first":
 
 import torchprune_flows  # noqa: E402,F401
 from torchprune_flows.registry import register_network  # noqa: E402
-from torchprune_flows.registry.torchprune_bridge import TARGETS  # noqa: E402
+from torchprune_flows.integrations.torchprune.bridge import TARGETS  # noqa: E402
 
 LACKING = {"network": ["ffjord_l3_h7_tanh", "cnf_l3_h9_relu_high_tol", "ffjord_l1_hm3_f2_tanh"],
            "dataset": [], "loss": [], "metric": []}

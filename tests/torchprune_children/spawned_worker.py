@@ -9,7 +9,7 @@ import sys
 import torch.multiprocessing as mp
 
 import torchprune_flows  # noqa: F401  (as the launcher's main module does)
-from torchprune_flows.torchprune import engine
+from torchprune_flows.integrations.torchprune import engine
 
 
 def worker(rank, queue):

@@ -238,7 +238,7 @@ def _lock_folder(out_dir):
 
 def run_torchprune_engine(args):
     """``--engine torchprune``: torchprune's runner reads CONFIG itself, as it is."""
-    from torchprune_flows.torchprune.engine import run
+    from torchprune_flows.integrations.torchprune.engine import run
 
     if args.overrides or args.out or args.device != "cpu":
         given = [flag for flag, value in (("--set", args.overrides), ("--out", args.out),

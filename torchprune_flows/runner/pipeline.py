@@ -26,7 +26,7 @@ from torchprune_flows.pruning import (canonical_method, compact, count_nonzero, 
                                       import_state, pruning_method, write_back)
 from torchprune_flows.registry import DATASETS, LOSSES, METRICS
 
-from .checkpoints import save_text
+from .atomic_files import save_text
 from .config import retraining_config
 from .data import build_loaders, build_splits
 from .distributed import is_writer, prune_once, run_once

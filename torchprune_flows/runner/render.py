@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .checkpoints import atomic_write, save_text
+from .atomic_files import atomic_write, save_text
 from .results import (DENSE_CONTROL, REFERENCE, check_columns, format_mean_std, format_nfe_pair, format_param_count,
                       format_percent, is_finite, markdown_table, ordered_unique, summarize)
 from .runs import RunFolder

@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from .checkpoints import save_text
+from .atomic_files import save_text
 
 #: Method name of the unpruned reference network (prune ratio 0 %); the one definition.
 REFERENCE = "ReferenceNet"

@@ -33,7 +33,7 @@ from torchprune_flows.errors import UserError, check_keep_ratio
 from torchprune_flows.pruning import canonical_method, import_state
 from torchprune_flows.registry import load_plugins
 
-from .checkpoints import load_checkpoint, load_json, save_checkpoint, save_json, save_text
+from .atomic_files import load_checkpoint, load_json, save_checkpoint, save_json, save_text
 from .networks import build_network
 from .results import DENSE_CONTROL, REFERENCE
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from torchprune_flows.cnf import SolverError, backward, cnf_blocks, nfe_counts, with_divergence
 from torchprune_flows.pruning import export_state, import_state
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .atomic_files import load_checkpoint, save_checkpoint
 from .distributed import (agree_on_failure, average_gradients, global_mean, is_writer, mean_over_ranks,
                           rank_and_size, run_once, shard)
 

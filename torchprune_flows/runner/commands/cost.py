@@ -39,7 +39,7 @@ import os
 import re
 
 
-from ..checkpoints import save_text
+from ..atomic_files import save_text
 from ..render import save_figure
 from ..results import (DENSE_CONTROL, REFERENCE, finite_mean, format_param_count, format_percent, is_converged,
                        is_finite, markdown_table, ratio_key, read_results_csv)

@@ -39,8 +39,8 @@ import os
 import sys
 import warnings
 
-from . import DATASETS, LOSSES, METRICS, NETWORKS
-from .core import is_template
+from ...registry import DATASETS, LOSSES, METRICS, NETWORKS
+from ...registry.core import is_template
 
 #: (registry, name of the torchprune module the runner searches for that kind)
 TARGETS = (

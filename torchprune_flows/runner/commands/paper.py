@@ -20,7 +20,7 @@ import numpy as np
 
 from torchprune_flows.paper import paper_tables, table_for_dataset
 
-from ..checkpoints import save_text
+from ..atomic_files import save_text
 from ..results import DENSE_CONTROL, REFERENCE, finite_mean, format_param_count, is_converged, markdown_table, ratio_key, table_csv
 from ..runs import RunError, RunFolder
 from .common import method_label, percent, prune_ratio

@@ -23,7 +23,7 @@ import importlib.util
 import os
 import sys
 
-from ..errors import UserError
+from ...errors import UserError
 from . import compat
 
 PLUGINS_ENV = "TORCHPRUNE_FLOWS_PLUGINS"
@@ -244,15 +244,15 @@ def prepare_worker_process():
             _use_ffjord_lib(os.environ[FFJORD_LIB_ENV])
     plugins = _exported_plugins()
     if plugins:
-        from ..registry import load_plugins
+        from ...registry import load_plugins
 
         load_plugins(plugins)
 
 
 def run(config, plugins=()):
     """Run torchprune's runner on ``config`` with our entries registered; returns its exit code."""
-    from ..registry import load_plugins
-    from ..registry.torchprune_bridge import install_into_torchprune
+    from ...registry import load_plugins
+    from .bridge import install_into_torchprune
 
     if not os.path.isfile(config):
         raise EngineError(f"config file not found: {config}")

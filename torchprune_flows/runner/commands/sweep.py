@@ -13,7 +13,7 @@ import textwrap
 
 import yaml
 
-from ..checkpoints import save_text
+from ..atomic_files import save_text
 from ..render import save_figure
 from ..results import (DENSE_CONTROL, REFERENCE, format_mean_std, format_param_count, markdown_table,
                        read_results_csv, summarize, table_csv)

@@ -5,5 +5,5 @@
   every worker it spawns, and runs it unchanged.
 - :mod:`.compat`: the run-time patches torchprune v2.2.0 needs on a current stack.
 
-The name lookups themselves live in :mod:`torchprune_flows.registry.torchprune_bridge`.
+The name lookups themselves live in :mod:`torchprune_flows.integrations.torchprune.bridge`.
 """

@@ -1,4 +1,6 @@
-"""``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``: what to do with finished runs.
+"""The commands on finished runs: ``python -m experiment.analyze SUBCOMMAND RUN_DIR ... [options]``
+(and ``python -m experiment.sample``). They read runs and write reports; the analyses they call
+are the library's (:mod:`torchprune_flows.analysis`).
 
 Subcommands are the modules of this package (``--help`` lists them): ``sample`` (also
 ``python -m experiment.sample``), ``export``, ``hessian``, ``figure``, ``modes``, ``sweep``, ``cost``, ``paper``. Each

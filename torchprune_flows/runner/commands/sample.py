@@ -14,7 +14,7 @@ import torch
 from torchprune_flows.cnf import SolverError
 from torchprune_flows.errors import reports_user_errors
 
-from ..checkpoints import atomic_write
+from ..atomic_files import atomic_write
 from ..render import save_figure
 from ..runs import RunError, RunFolder
 

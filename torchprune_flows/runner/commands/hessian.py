@@ -18,7 +18,7 @@ from torchprune_flows.cnf.cnf import set_solver
 from torchprune_flows.cnf.solver import SolverError
 from torchprune_flows.pruning import canonical_method
 
-from ..checkpoints import save_text
+from ..atomic_files import save_text
 from ..results import REFERENCE, markdown_table, table_csv
 from ..runs import RunError, RunFolder
 from .common import add_selection_arguments, method_label, run_methods, select_steps, selected_keeps

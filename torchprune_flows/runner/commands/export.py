@@ -5,7 +5,7 @@ import os
 
 from torchprune_flows.export import export_flow
 
-from ..checkpoints import atomic_write
+from ..atomic_files import atomic_write
 from ..runs import RunError, RunFolder
 from .sample import add_step_arguments
 

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..checkpoints import save_text
+from ..atomic_files import save_text
 from ..render import save_figure
 from ..results import REFERENCE, markdown_table, table_csv
 from ..runs import RunError, RunFolder

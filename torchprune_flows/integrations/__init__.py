@@ -1,0 +1,1 @@
+"""Integrations with other libraries: :mod:`.torchprune` (torchprune's lookups and its runner)."""
