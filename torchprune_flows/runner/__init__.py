@@ -1,0 +1,3 @@
+"""``python -m experiment``: the runner (see CONTRIBUTING.md for its modules and data path)."""
+
+__all__ = []  # import the modules: cli, pipeline, plan, scaleout, ...

@@ -7,3 +7,5 @@
 
 The name lookups themselves live in :mod:`torchprune_flows.integrations.torchprune.bridge`.
 """
+
+__all__ = []  # import the modules: bridge, engine, compat (engine imports torchprune lazily)

@@ -60,3 +60,6 @@ def run_subcommand(module, args):
         return module.run(args)
     except FileNotFoundError as err:
         raise UserError(str(err)) from err
+
+
+__all__ = ["SUBCOMMANDS", "add_common_arguments", "build_parser", "main", "run_subcommand"]
