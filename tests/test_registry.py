@@ -83,6 +83,9 @@ def test_listing_command(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("losses:\n") and "NLLNatsLoss" in out
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "  FilterThresNet (FT)\n" in out and "  ThresNet (WT)\n" in out
     assert main(["nonsense"]) == 2
 
 

@@ -19,7 +19,8 @@ def listing(registry, pattern=None):
     names = [n for n in registry.names() if n in families or (pattern is None or n in registry.names(pattern))]
     lines = []
     for name in names:
-        lines.append(f"  {name}")
+        alias = getattr(registry._entry(name), "alias", None)  # pruning methods: their short name
+        lines.append(f"  {name}" + (f" ({alias})" if alias else ""))
         lines.extend(f"      e.g. {example}" for example in families.get(name, ()))
     return lines
 
