@@ -258,15 +258,13 @@ def prune_filters(net, keep_ratio, params_original, over="all_parameters"):
 def pruning_method(name):
     """The registered :class:`~torchprune_flows.registry.PruningMethod` of a name or alias;
     unknown names raise :class:`PruningError` listing close matches and every method."""
-    if name in METHODS:
-        return METHODS.get(name)
-    methods = [METHODS.get(n) for n in METHODS.names()]
-    for method in methods:
-        if method.alias == name:
-            return method
-    METHODS._load_plugins()  # an entry-point plugin may register it
-    if name in METHODS:
-        return METHODS.get(name)
+    while True:
+        methods = [METHODS.get(n) for n in METHODS.names()]
+        for method in methods:
+            if name in (method.name, method.alias):
+                return method
+        if not METHODS._load_plugins():  # an entry-point plugin may register it (loaded once)
+            break
     known = [n for m in methods for n in (m.name, m.alias) if n]
     hint = did_you_mean(name, known, n=3, cutoff=0.4, ignore_case=True)
     hint = f"; {hint}" if hint else ""
