@@ -48,12 +48,16 @@ class SweepPlan:
         self.num_keep_ratios = 0 if train_only else num_keep_ratios
         kinds = [] if train_only else list(methods) + ([None] if control else [])
         self.nets = tuple(
-            NetPlan(net, RunFolder.reference_step(net), tuple(
-                Chain(net, rep, method, tuple(
-                    RunFolder.control_step(net, rep, i) if method is None else RunFolder.pruned_step(net, rep, method, i)
-                    for i in range(self.num_keep_ratios)))
-                for rep in range(num_repetitions) for method in kinds))
+            NetPlan(net, RunFolder.reference_step(net),
+                    tuple(self._chain(net, rep, method) for rep in range(num_repetitions) for method in kinds))
             for net in range(num_nets))
+
+    def _chain(self, net, rep, method):
+        if method is None:
+            steps = [RunFolder.control_step(net, rep, i) for i in range(self.num_keep_ratios)]
+        else:
+            steps = [RunFolder.pruned_step(net, rep, method, i) for i in range(self.num_keep_ratios)]
+        return Chain(net, rep, method, tuple(steps))
 
     @classmethod
     def of(cls, experiment):
