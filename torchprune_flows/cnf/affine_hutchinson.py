@@ -75,11 +75,7 @@ def _with_pattern(layer, pattern):
 
 #: CSR kernels for WT-masked layers where they pay (module doc); read at every stack build
 SPARSE_KERNELS = os.environ.get("TORCHPRUNE_FLOWS_SPARSE_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
-#: the kernel choice from per-product timings (one thread, batch 1,000, CPU time; README, "Solver
-#: cost"): 860x860 at density 0.003 / 0.04 / 0.06 / 0.08 / 0.1, CSR over dense: state product 5.1 /
-#: 2.0 / 1.8 / 1.4 / 1.3x, cotangent 3.2 / 1.8 / 1.5 / 1.2 / 1.1x, weight gradient 3.2 / 1.5 / 1.2 /
-#: 1.0 / 0.8x (a backward evaluation's six: 1.46x at 0.06, 1.17x at 0.08, 1.04x at 0.1); 256x256
-#: 1.2-1.8x at 0.04; 43x860, 860x43 and the toy 64x64 layers lose at every density
+#: where CSR products beat dense ones on this CPU (the per-product timings: README, "Solver cost")
 SPARSE_MAX_DENSITY = 0.08
 SPARSE_MIN_WIDTH = 256
 _PATTERNS = weakref.WeakKeyDictionary()  # module -> (mask, mask version, SparsePattern or None)
