@@ -7,7 +7,7 @@ import torch
 
 from conftest import linear_field
 from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec, standard_normal_logprob
-from torchprune_flows.cnf.backends import BACKENDS, FIXED_METHODS
+from torchprune_flows.cnf.backends import ADAPTIVE_METHODS, BACKENDS, FIXED_METHODS
 
 CASES = [pytest.param(backend, method, id=f"{backend}-{method}")
          for backend, entry in BACKENDS.items() for method in entry.methods]
@@ -31,6 +31,8 @@ def _closed_form(x, A):
 def test_every_backend_lists_methods():
     assert set(BACKENDS) >= {"native", "torchdiffeq", "torchdyn"}
     assert all(entry.methods and callable(entry.integrate) for entry in BACKENDS.values())
+    # every method a backend lists is one SolverSpec knows as adaptive or fixed-step
+    assert all(set(entry.methods) <= set(ADAPTIVE_METHODS + FIXED_METHODS) for entry in BACKENDS.values())
 
 
 @pytest.mark.parametrize("backend,method", CASES)

@@ -21,8 +21,7 @@ class Backend(NamedTuple):
 
 BACKENDS = {
     "native": Backend(native.METHODS, native.integrate),
-    # torchdiffeq has no tsit5 (torchdyn has)
-    "torchdiffeq": Backend(tuple(m for m in ADAPTIVE_METHODS + FIXED_METHODS if m != "tsit5"), with_torchdiffeq.integrate),
+    "torchdiffeq": Backend(with_torchdiffeq.METHODS, with_torchdiffeq.integrate),
     "torchdyn": Backend(with_torchdyn.METHODS, with_torchdyn.integrate),
 }
 

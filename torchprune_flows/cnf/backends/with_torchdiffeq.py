@@ -1,6 +1,10 @@
 """``backend: torchdiffeq``: ``torchdiffeq.odeint`` / ``odeint_adjoint`` for every method it has."""
 import torch
 
+#: torchdiffeq's methods (it has no tsit5, which torchdyn has)
+METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun",
+           "euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams")
+
 
 def integrate(func, y0, t0, t1, spec, adjoint_params):
     import torchdiffeq
