@@ -62,6 +62,30 @@ def test_dopri5_stops_runaway_and_non_finite_solves():
         runge_kutta.dopri5(lambda t, y: y * float("nan"), torch.ones(3), 0.0, 1.0, 1e-6, 1e-6)
 
 
+@pytest.mark.parametrize("t0,t1", [(0.0, 1.0), (1.0, 0.0)])
+def test_dopri5_quadrature_integrates_beside_the_state_at_the_weighted_stages_only(t0, t1):
+    """``quadrature``: the integral of ``q = y B`` along ``y' = y A^T`` against its closed form
+    ``(y(t1) - y(t0)) A^{-T} B``; the state takes the same steps as without it, and ``q`` is
+    evaluated only where the 5th-order weights need it (first stage, stages 3-6, stage 7 unless last)."""
+    A, y0 = _problem(seed=2)
+    B = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    asked, calls = [], []
+
+    def func(t, y, integrand):
+        asked.append(integrand)
+        return y @ A.T, ([y @ B] if integrand else None)
+
+    with torch.no_grad():
+        y1, (integral,) = runge_kutta.dopri5(func, y0, t0, t1, 1e-12, 1e-12, quadrature=[y0 @ B])
+        plain = runge_kutta.dopri5(lambda t, y: calls.append(t) or y @ A.T, y0, t0, t1, 1e-12, 1e-12)
+    assert torch.equal(y1, plain) and len(asked) == len(calls)
+    exact = (y1 - y0) @ torch.linalg.inv(A.T) @ B
+    assert (integral - exact).abs().max().item() < 1e-10
+    steps = (len(calls) - 2) // 6  # f0 and the initial-step probe, then 6 evaluations per step
+    assert len(calls) == 2 + 6 * steps  # no rejected step on this smooth problem
+    assert sum(asked) == 5 * steps
+
+
 def test_error_norm_is_the_largest_group_rms():
     x = torch.tensor([3.0, 4.0, 0.0, 1.0, 1.0, 1.0])
     assert runge_kutta.ErrorNorm([(0, 6)])(x) == pytest.approx((28 / 6) ** 0.5)

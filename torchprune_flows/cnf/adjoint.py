@@ -53,12 +53,17 @@ class Adjoint(torch.autograd.Function):
 
     ``solve(func, y0, t0, t1, atol, rtol, layout) -> y(t1)`` is a backend's integrator; ``layout``
     is None for the forward solve and an :class:`AdjointLayout` for the backward one.
+    ``integrate_params``: None, or (under the seminorm) the backend's integrator with the
+    parameters' adjoint as a quadrature beside ``[y, a]`` (``runge_kutta.dopri5``'s
+    ``quadrature``): the state's steps are the same, and the parameter gradients are evaluated only
+    at the stages whose weight is nonzero and kept out of the stage arithmetic.
     """
 
     @staticmethod
-    def forward(ctx, func, solve, t0, t1, tolerances, adjoint_tolerances, seminorm, y0, *params):
+    def forward(ctx, func, solve, integrate_params, t0, t1, tolerances, adjoint_tolerances, seminorm, y0, *params):
         y1 = solve(func, y0, t0, t1, *tolerances, None)
         ctx.func, ctx.solve, ctx.span, ctx.params = func, solve, (t0, t1), params
+        ctx.integrate_params = integrate_params if seminorm else None
         ctx.adjoint_tolerances, ctx.seminorm = adjoint_tolerances, seminorm
         ctx.save_for_backward(y1)
         return y1
@@ -69,17 +74,29 @@ class Adjoint(torch.autograd.Function):
         func, params = ctx.func, ctx.params
         n = y1.numel()
         sizes = tuple(p.numel() for p in params)
-
-        def adjoint_dynamics(t, state):
-            y = state[:n].view_as(y1)
-            f, grad_y, grads = vjp(func, t, y, -state[n:2 * n].view_as(y1), params)
-            parts = [f.reshape(-1), grad_y.reshape(-1) if grad_y is not None else y1.new_zeros(n)]
-            parts += [g.reshape(-1) if g is not None else y1.new_zeros(size) for g, size in zip(grads, sizes)]
-            return torch.cat(parts)
-
-        state = torch.cat([y1.detach().reshape(-1), grad_y1.reshape(-1), y1.new_zeros(sum(sizes))])
         t0, t1 = ctx.span
         layout = AdjointLayout(n, sizes, ctx.seminorm)
-        final = ctx.solve(adjoint_dynamics, state, t1, t0, *ctx.adjoint_tolerances, layout)
-        grad_params = [g.view_as(p) for g, p in zip(torch.split(final[2 * n:], sizes), params)]
-        return (None, None, None, None, None, None, None, final[n:2 * n].view_as(y1), *grad_params)
+
+        def state_and_adjoint(t, state, with_params):
+            y = state[:n].view_as(y1)
+            f, grad_y, grads = vjp(func, t, y, -state[n:2 * n].view_as(y1), params if with_params else ())
+            parts = [f.reshape(-1), grad_y.reshape(-1) if grad_y is not None else y1.new_zeros(n)]
+            return parts, [g if g is not None else p.new_zeros(p.shape) for g, p in zip(grads, params)]
+
+        start = [y1.detach().reshape(-1), grad_y1.reshape(-1)]
+        if ctx.integrate_params is not None:
+            def dynamics(t, state, with_params):
+                parts, grads = state_and_adjoint(t, state, with_params)
+                return torch.cat(parts), (grads if with_params else None)
+
+            final, grad_params = ctx.integrate_params(dynamics, torch.cat(start), t1, t0, *ctx.adjoint_tolerances,
+                                                      layout, params)
+        else:
+            def dynamics(t, state):
+                parts, grads = state_and_adjoint(t, state, True)
+                return torch.cat(parts + [g.reshape(-1) for g in grads])
+
+            state = torch.cat(start + [y1.new_zeros(sum(sizes))])
+            final = ctx.solve(dynamics, state, t1, t0, *ctx.adjoint_tolerances, layout)
+            grad_params = [g.view_as(p) for g, p in zip(torch.split(final[2 * n:], sizes), params)]
+        return (None, None, None, None, None, None, None, None, final[n:2 * n].view_as(y1), *grad_params)

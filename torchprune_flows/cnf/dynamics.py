@@ -195,7 +195,8 @@ class AugmentedDynamics(nn.Module):
         self._check(state)
         layers, activations = stack
         flat = [tensor for layer in layers for tensor in layer]
-        needs = [tensor is not None and tensor.requires_grad for tensor in flat]
+        # no params asked for (a stage whose parameter adjoint is not integrated): no weight products
+        needs = [bool(params) and tensor is not None and tensor.requires_grad for tensor in flat]
         constant = [with_tensors(layer, *(x.detach() if x is not None else None for x in layer)) for layer in layers]
         scale = end_time.detach()
         c_z, c_logp = cotangent[:, :-1], cotangent[:, -1]
@@ -219,7 +220,7 @@ class AugmentedDynamics(nn.Module):
             else:
                 outputs.append(tensor)
                 grad_outputs.append(grad)
-        if end_time.requires_grad:  # T scales the whole field: d<c, F>/dT = <c_z, f> - <c_logp, div>
+        if end_time.requires_grad and params:  # T scales the whole field: d<c, F>/dT = <c_z, f> - <c_logp, div>
             outputs.append(end_time)
             grad_outputs.append(((c_z * f).sum() - (c_logp * div).sum()).reshape(end_time.shape))
         if outputs:

@@ -88,21 +88,28 @@ def _next_step(step, ratio):
     return step * min(MAX_GROWTH, max(SAFETY / ratio ** (1.0 / ORDER), shrink))
 
 
-def dopri5(func, y0, t0, t1, atol, rtol, norm=None, max_num_steps=2 ** 31 - 1):
+def dopri5(func, y0, t0, t1, atol, rtol, norm=None, max_num_steps=2 ** 31 - 1, quadrature=None):
     """The state at ``t1`` of ``dy/dt = func(t, y)``, ``y(t0) = y0`` (``t1 < t0`` integrates
     backwards); ``func`` gets a 0-d time tensor of ``y0``'s dtype. ``norm``: an :class:`ErrorNorm`
     over ``y0.reshape(-1)`` (default: one RMS over everything). Raises :class:`SolverError` on step
-    size underflow, non-finite values or more than ``max_num_steps`` steps."""
+    size underflow, non-finite values or more than ``max_num_steps`` steps.
+
+    ``quadrature``: tensors shaped like integrands ``q(t, y)`` to integrate beside the state; then
+    ``func(t, y, integrand)`` returns ``(dy/dt, [q...] if integrand else None)`` and the result is
+    ``(y(t1), [integral of q from t0 to t1])`` (see :class:`_Quadrature`)."""
     t0, t1 = float(t0), float(t1)
     shape, flat0 = y0.shape, y0.reshape(-1)
     norm = norm or whole(flat0.numel())
     direction = 1.0 if t1 >= t0 else -1.0
     length = abs(t1 - t0)
+    integrals = _Quadrature(func, quadrature) if quadrature is not None else None
 
-    def field(time, flat):
+    def field(time, flat, stage=None):
+        if integrals is not None:
+            return integrals.evaluate(_time(time, flat), flat.view(shape), stage).reshape(-1)
         return func(_time(time, flat), flat.view(shape)).reshape(-1)
 
-    f0 = field(t0, flat0)
+    f0 = field(t0, flat0, 0)
     step = _initial_step(field, t0, direction, flat0, f0, atol, rtol, norm)
     if not math.isfinite(step):
         raise SolverError("non-finite values in the state or its derivative")
@@ -115,6 +122,8 @@ def dopri5(func, y0, t0, t1, atol, rtol, norm=None, max_num_steps=2 ** 31 - 1):
         h = length - done if landing else step
         if not done + h > done:
             raise SolverError(f"underflow in dt {h}")
+        if integrals is not None:
+            integrals.last_step = landing
         y1, error = combine.step(field, y, t0 + direction * done, direction * h)
         with torch.no_grad():
             ratio = norm(error / y.abs().maximum(y1.abs()).mul_(rtol).add_(atol))
@@ -124,8 +133,48 @@ def dopri5(func, y0, t0, t1, atol, rtol, norm=None, max_num_steps=2 ** 31 - 1):
         if ratio <= 1:
             done, y = (length if landing else done + h), y1
             combine.accept()
+            if integrals is not None:
+                integrals.accept(direction * h)
         step = _next_step(h, ratio)
-    return y.view(shape)
+    return y.view(shape) if integrals is None else (y.view(shape), integrals.total)
+
+
+class _Quadrature:
+    """Integrals of ``q(t, y)`` along the solution by the 5th-order solution's weights ``b``.
+
+    Nothing depends on them, so they need no stage inputs and take no part in the step control
+    (as the parameters' adjoint under the seminorm): ``q`` is evaluated only at the stages whose
+    weight is nonzero (``b_2 = 0``), at the last stage only when it is the next step's first (not
+    on the final step), never in the initial step-size probe, and each accepted step adds
+    ``h * sum(b_i q_i)``.
+    """
+
+    WEIGHTS = STAGES[5] + (0.0,)
+
+    def __init__(self, func, like):
+        self.func = func
+        self.total = [torch.zeros_like(x) for x in like]
+        self.first, self.next_first, self.step_sum = None, None, None
+        self.last_step = False
+
+    def evaluate(self, t, y, stage):
+        wanted = stage is not None and (self.WEIGHTS[stage] != 0 or (stage == 6 and not self.last_step))
+        dy, q = self.func(t, y, wanted)
+        if stage == 0:
+            self.first = q
+        elif stage == 1:  # every step attempt starts here: restart its sum from the first stage
+            self.step_sum = [x * self.WEIGHTS[0] for x in self.first]
+        elif stage == 6:
+            self.next_first = q
+        elif stage is not None:
+            for total, x in zip(self.step_sum, q):
+                total.add_(x, alpha=self.WEIGHTS[stage])
+        return dy
+
+    def accept(self, h):
+        for total, x in zip(self.total, self.step_sum):
+            total.add_(x, alpha=h)
+        self.first = self.next_first
 
 
 class _StagesInPlace:
@@ -140,7 +189,7 @@ class _StagesInPlace:
         scaled = self.table * h
         for i in range(6):
             stage_input = torch.addmv(y0, self.k[:i + 1].t(), scaled[i, :i + 1])
-            self.k[i + 1] = field(t0 + NODES[i + 1] * h, stage_input)
+            self.k[i + 1] = field(t0 + NODES[i + 1] * h, stage_input, i + 1)
         return stage_input, torch.mv(self.k.t(), scaled[6])
 
     def accept(self):
@@ -161,7 +210,7 @@ class _StagesInGraph:
             for coefficient, k_j in zip(row, k):
                 if coefficient:
                     stage_input = torch.add(stage_input, k_j, alpha=coefficient * h)
-            k.append(field(t0 + NODES[i + 1] * h, stage_input))
+            k.append(field(t0 + NODES[i + 1] * h, stage_input, i + 1))
         with torch.no_grad():
             error = sum(k_j * (c * h) for c, k_j in zip(ERROR, k) if c)
         self.last = k[6]

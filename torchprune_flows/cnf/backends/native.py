@@ -10,7 +10,11 @@ def integrate(func, y0, t0, t1, spec, adjoint_params):
         norm = runge_kutta.ErrorNorm(layout.groups()) if layout is not None else None
         return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps)
 
+    def solve_with_integrals(f, y, start, end, atol, rtol, layout, like):
+        norm = runge_kutta.ErrorNorm(layout.groups())
+        return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps, quadrature=like)
+
     if spec.adjoint:
-        return Adjoint.apply(func, solve, t0, t1, (spec.atol, spec.rtol), spec.adjoint_tolerances, spec.seminorm,
-                             y0, *adjoint_params)
+        return Adjoint.apply(func, solve, solve_with_integrals, t0, t1, (spec.atol, spec.rtol),
+                             spec.adjoint_tolerances, spec.seminorm, y0, *adjoint_params)
     return solve(func, y0, t0, t1, spec.atol, spec.rtol, None)  # backprop through the solver
