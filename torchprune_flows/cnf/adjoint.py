@@ -53,17 +53,17 @@ class Adjoint(torch.autograd.Function):
 
     ``solve(func, y0, t0, t1, atol, rtol, layout) -> y(t1)`` is a backend's integrator; ``layout``
     is None for the forward solve and an :class:`AdjointLayout` for the backward one.
-    ``integrate_params``: None, or (under the seminorm) the backend's integrator with the
-    parameters' adjoint as a quadrature beside ``[y, a]`` (``runge_kutta.dopri5``'s
-    ``quadrature``): the state's steps are the same, and the parameter gradients are evaluated only
-    at the stages whose weight is nonzero and kept out of the stage arithmetic.
+    ``takes_quadrature``: whether ``solve`` also accepts ``quadrature=`` (``runge_kutta.dopri5``'s);
+    then, under the seminorm, the parameters' adjoint is integrated as a quadrature beside ``[y,
+    a]``: the state's steps are the same, and the parameter gradients are evaluated only at the
+    stages whose weight is nonzero and kept out of the stage arithmetic.
     """
 
     @staticmethod
-    def forward(ctx, func, solve, integrate_params, t0, t1, tolerances, adjoint_tolerances, seminorm, y0, *params):
+    def forward(ctx, func, solve, takes_quadrature, t0, t1, tolerances, adjoint_tolerances, seminorm, y0, *params):
         y1 = solve(func, y0, t0, t1, *tolerances, None)
         ctx.func, ctx.solve, ctx.span, ctx.params = func, solve, (t0, t1), params
-        ctx.integrate_params = integrate_params if seminorm else None
+        ctx.quadrature = takes_quadrature and seminorm
         ctx.adjoint_tolerances, ctx.seminorm = adjoint_tolerances, seminorm
         ctx.save_for_backward(y1)
         return y1
@@ -84,13 +84,13 @@ class Adjoint(torch.autograd.Function):
             return parts, [g if g is not None else p.new_zeros(p.shape) for g, p in zip(grads, params)]
 
         start = [y1.detach().reshape(-1), grad_y1.reshape(-1)]
-        if ctx.integrate_params is not None:
+        if ctx.quadrature:
             def dynamics(t, state, with_params):
                 parts, grads = state_and_adjoint(t, state, with_params)
                 return torch.cat(parts), (grads if with_params else None)
 
-            final, grad_params = ctx.integrate_params(dynamics, torch.cat(start), t1, t0, *ctx.adjoint_tolerances,
-                                                      layout, params)
+            final, grad_params = ctx.solve(dynamics, torch.cat(start), t1, t0, *ctx.adjoint_tolerances, layout,
+                                           quadrature=params)
         else:
             def dynamics(t, state):
                 parts, grads = state_and_adjoint(t, state, True)

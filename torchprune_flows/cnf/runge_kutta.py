@@ -123,7 +123,7 @@ def dopri5(func, y0, t0, t1, atol, rtol, norm=None, max_num_steps=2 ** 31 - 1, q
         if not done + h > done:
             raise SolverError(f"underflow in dt {h}")
         if integrals is not None:
-            integrals.last_step = landing
+            integrals.begin_step(last=landing)
         y1, error = combine.step(field, y, t0 + direction * done, direction * h)
         with torch.no_grad():
             ratio = norm(error / y.abs().maximum(y1.abs()).mul_(rtol).add_(atol))
@@ -157,16 +157,20 @@ class _Quadrature:
         self.first, self.next_first, self.step_sum = None, None, None
         self.last_step = False
 
+    def begin_step(self, last):
+        """Called before every step attempt: its sum restarts from the first stage, and on the
+        final step (``last``) the seventh stage, which no next step reuses, skips ``q``."""
+        self.last_step = last
+        self.step_sum = [x * self.WEIGHTS[0] for x in self.first]
+
     def evaluate(self, t, y, stage):
         wanted = stage is not None and (self.WEIGHTS[stage] != 0 or (stage == 6 and not self.last_step))
         dy, q = self.func(t, y, wanted)
         if stage == 0:
             self.first = q
-        elif stage == 1:  # every step attempt starts here: restart its sum from the first stage
-            self.step_sum = [x * self.WEIGHTS[0] for x in self.first]
         elif stage == 6:
             self.next_first = q
-        elif stage is not None:
+        elif wanted:
             for total, x in zip(self.step_sum, q):
                 total.add_(x, alpha=self.WEIGHTS[stage])
         return dy

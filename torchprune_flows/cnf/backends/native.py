@@ -6,15 +6,11 @@ METHODS = ("dopri5",)
 
 
 def integrate(func, y0, t0, t1, spec, adjoint_params):
-    def solve(f, y, start, end, atol, rtol, layout):
+    def solve(f, y, start, end, atol, rtol, layout, quadrature=None):
         norm = runge_kutta.ErrorNorm(layout.groups()) if layout is not None else None
-        return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps)
-
-    def solve_with_integrals(f, y, start, end, atol, rtol, layout, like):
-        norm = runge_kutta.ErrorNorm(layout.groups())
-        return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps, quadrature=like)
+        return runge_kutta.dopri5(f, y, start, end, atol, rtol, norm, spec.max_num_steps, quadrature=quadrature)
 
     if spec.adjoint:
-        return Adjoint.apply(func, solve, solve_with_integrals, t0, t1, (spec.atol, spec.rtol),
+        return Adjoint.apply(func, solve, True, t0, t1, (spec.atol, spec.rtol),
                              spec.adjoint_tolerances, spec.seminorm, y0, *adjoint_params)
     return solve(func, y0, t0, t1, spec.atol, spec.rtol, None)  # backprop through the solver

@@ -30,7 +30,7 @@ def integrate(func, y0, t0, t1, spec, adjoint_params):
         return _solve(f, y, t, spec.method, atol, rtol, seminorm)
 
     if spec.adjoint:
-        return Adjoint.apply(func, solve, None, float(t0), float(t1), (spec.atol, spec.rtol), spec.adjoint_tolerances,
+        return Adjoint.apply(func, solve, False, float(t0), float(t1), (spec.atol, spec.rtol), spec.adjoint_tolerances,
                              spec.seminorm, y0, *adjoint_params)
     return solve(func, y0, float(t0), float(t1), spec.atol, spec.rtol, None)  # backprop through the solver
 
