@@ -66,7 +66,7 @@ def _train(rank, size, port, out_dir):
                 "pruned": pruned, "evaluation": evaluation, "calls": calls},
                os.path.join(out_dir, f"rank{rank}_of{size}.pt"))
     if size > 1:
-        dist.destroy_process_group()
+        distributed.leave_process_group()
 
 
 def test_two_gloo_ranks_train_like_one_process_and_take_rank0s_pruning(tmp_path):
@@ -96,7 +96,7 @@ def _fail_on_rank0(rank, size, port, out_dir):
     import torch.distributed as dist
 
     from torchprune_flows.pruning import PruningError
-    from torchprune_flows.runner.distributed import run_once
+    from torchprune_flows.runner.distributed import leave_process_group, run_once
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=size)
@@ -108,7 +108,7 @@ def _fail_on_rank0(rank, size, port, out_dir):
         run_once(fail)
     except PruningError as err:  # on every rank: they stop together instead of waiting on rank 0
         open(os.path.join(out_dir, f"raised{rank}"), "w").write(str(err))
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 def test_an_error_on_rank0_is_raised_on_every_rank(tmp_path):

@@ -294,10 +294,10 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.engine == "torchprune":
         return run_torchprune_engine(args)
-    from .distributed import init_from_environment, is_writer
+    from .distributed import init_from_environment, is_writer, leave_process_group
 
     check_launch(args)
-    init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
+    joined = init_from_environment(args.device)  # under torchrun: one process group, rank 0 writes
     cluster = None
     try:
         if args.workers or args.ray_address:
@@ -338,6 +338,8 @@ def main(argv=None):
     finally:
         if cluster is not None:
             cluster.shutdown()
+        if joined and sys.exc_info()[0] is None:  # after an error a peer may never reach the barrier
+            leave_process_group()
 
 
 def run_from_command_line(argv=None):

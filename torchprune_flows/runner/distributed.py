@@ -48,6 +48,14 @@ def init_from_environment(device="cpu"):
     return True
 
 
+def leave_process_group():
+    """Every rank waits for the others, then the group is torn down: a rank that exits while a
+    peer still holds its Gloo connections can take that peer down with SIGABRT."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_and_size():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
