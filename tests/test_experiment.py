@@ -462,6 +462,31 @@ def test_resume_skips_finished_steps_and_recomputes_missing_one(cascade_run, tmp
     assert file_stamps(out, *folders) == after
 
 
+def test_more_base_nets_resume_into_a_finished_run_and_match_a_fresh_run(cascade_run, tmp_path, capsys):
+    """Raising experiments.numNets only adds steps: the finished net's files stay untouched, the new
+    net's rows are those of a run that had both nets from the start, and fewer nets are refused."""
+    exp, first_out, rc = cascade_run
+    assert rc == 0 and exp.cfg["experiments"].get("numNets", 1) == 1
+    out = str(tmp_path / "out")
+    shutil.copytree(first_out, out)
+    config = exp.path("config.yaml")
+    folders = ("checkpoints", "steps", "logs")
+    before = file_stamps(out, *folders)
+    assert main([config, "--out", out, "--set", "experiments.numNets=2"]) == 0
+    after = file_stamps(out, *folders)
+    assert {path: after[path] for path in before} == before, "a finished step was recomputed"
+    assert any(os.path.basename(path).startswith("net1_") for path in set(after) - set(before))
+    fresh = str(tmp_path / "fresh")
+    assert main([config, "--out", fresh, "--set", "experiments.numNets=2"]) == 0
+    grown, from_start = read_rows(out)[1], read_rows(fresh)[1]
+    assert sorted(int(r["net"]) for r in grown).count(1) == len(grown) // 2
+    assert without_seconds(grown) == without_seconds(from_start)
+    capsys.readouterr()
+    assert main([config, "--out", out]) == 2  # one net again: that would drop finished steps
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config" in err[0]
+
+
 def _resume_setup(tiny, pruned):
     tiny.cfg["training"]["numEpochs"] = 3
     tiny.cfg["training"]["lrSchedulers"] = [

@@ -179,17 +179,26 @@ def check_resume(out_dir, cfg):
     except (OSError, ValueError) as err:  # yaml's errors are ValueErrors
         raise UsageError(f"cannot read {folder.config_path} ({type(err).__name__}); pass --out NEW_DIR or "
                          f"delete {out_dir}") from err
-    if _without_control(earlier) == _without_control(cfg):  # the dense control only adds steps
+    if _adds_steps_only(earlier, cfg):
         return None
     if _finished_steps(out_dir):
         raise UsageError(f"{out_dir} holds a run of a different config; pass --out NEW_DIR or delete {out_dir}")
     return _first_difference(earlier, cfg) or "config"
 
 
-def _without_control(cfg):
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("experiments"), dict):
-        return cfg
-    return {**cfg, "experiments": {k: v for k, v in cfg["experiments"].items() if k != "control"}}
+def _adds_steps_only(earlier, cfg):
+    """``cfg`` is ``earlier`` with the dense control added or more base nets: every finished step
+    stays valid (a net's seeds depend on its index only) and only steps are added."""
+    def growable_part(config):
+        if not isinstance(config, dict) or not isinstance(config.get("experiments"), dict):
+            return config, 0
+        exp = config["experiments"]
+        rest = {k: v for k, v in exp.items() if k not in ("control", "numNets")}
+        return {**config, "experiments": rest}, exp.get("numNets", 0)
+
+    (before, nets_before), (after, nets_after) = growable_part(earlier), growable_part(cfg)
+    return before == after and isinstance(nets_after, int) and isinstance(nets_before, int) \
+        and nets_after >= nets_before
 
 
 def _run_folders(out_dir):
