@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import linear_field
-from torchprune_flows.cnf import CNF, FlowNetwork, SolverSpec, standard_normal_logprob
+from torchprune_flows.cnf import CNF, FlowNetwork, SolverError, SolverSpec, standard_normal_logprob
 from torchprune_flows.cnf.backends import ADAPTIVE_METHODS, BACKENDS, FIXED_METHODS
 
 CASES = [pytest.param(backend, method, id=f"{backend}-{method}")
@@ -54,3 +54,31 @@ def test_log_density_and_adjoint_gradient_match_the_closed_form(backend, method)
     assert torch.allclose(logp, exact.detach(), atol=bound, rtol=bound)
     error = (field.A.grad - exact_A.grad).norm() / exact_A.grad.norm()
     assert error < 10 * bound, f"relative gradient error {error:.2e}"
+
+
+class _TurnsNonFinite(torch.nn.Module):
+    """z' = -z until the time passes ``after``, NaN from there on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+        self.after = after
+
+    def forward(self, t, z):
+        return -self.scale * z * (float("nan") if float(t) > self.after else 1.0)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("after", [0.4, 2.0], ids=["forward", "backward"])
+def test_a_solve_that_turns_non_finite_raises_solver_error(backend, after):
+    """Whether the backend's own solver checks (``checks_finite``) or the dynamics check every
+    evaluation, NaN in the forward solve, or only in the backward one, is a SolverError."""
+    method = BACKENDS[backend].methods[0]
+    spec = SolverSpec(backend=backend, method=method, adjoint=True, atol=1e-6, rtol=1e-6)
+    field = _TurnsNonFinite(after)
+    flow = FlowNetwork([CNF(field, divergence="exact", solver=spec)], (3,)).double()
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(SolverError):
+        logp = flow.log_prob(x)
+        field.after = -1.0  # the backward solve runs into NaN at once
+        logp.sum().backward()

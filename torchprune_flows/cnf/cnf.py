@@ -4,6 +4,7 @@ import contextlib
 import torch
 from torch import nn
 
+from .backends import BACKENDS
 from .dynamics import AugmentedDynamics, SolveSettings
 from .solver import SolverError, SolverSpec, integrate
 
@@ -57,8 +58,9 @@ class CNF(nn.Module):
         spec = self.solver
         plain_adjoint = spec.adjoint and not spec.seminorm and not spec.fixed_step
         boundary = plain_adjoint and end_time.requires_grad and torch.is_grad_enabled()
+        checks_finite = BACKENDS[spec.resolved_backend].checks_finite
         self.odefunc.begin_solve(z, SolveSettings(constant_time=spec.adjoint, constant_end_time=boundary,
-                                                  max_evals=spec.max_evals))
+                                                  max_evals=spec.max_evals, check_finite=not checks_finite))
         if boundary:
             params = tuple(p for p in params if p is not self.odefunc.sqrt_end_time)
             if reverse:  # the input sits at time T: dL/dT = -<dL/dy(T), F(T, y(T))>

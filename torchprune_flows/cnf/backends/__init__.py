@@ -13,14 +13,17 @@ FIXED_METHODS = ("euler", "midpoint", "rk4", "heun3", "explicit_adams", "implici
 
 
 class Backend(NamedTuple):
-    """A solver backend: the methods it integrates with and its integrate function."""
+    """A solver backend: the methods it integrates with and its integrate function;
+    ``checks_finite``: its solver raises :class:`~torchprune_flows.cnf.errors.SolverError` on a
+    non-finite state by itself (the dynamics then skip their own check at every evaluation)."""
 
     methods: Tuple[str, ...]
     integrate: Callable
+    checks_finite: bool = False
 
 
 BACKENDS = {
-    "native": Backend(native.METHODS, native.integrate),
+    "native": Backend(native.METHODS, native.integrate, checks_finite=True),
     "torchdiffeq": Backend(with_torchdiffeq.METHODS, with_torchdiffeq.integrate),
     "torchdyn": Backend(with_torchdyn.METHODS, with_torchdyn.integrate),
 }
