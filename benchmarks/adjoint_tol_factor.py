@@ -3,7 +3,8 @@
 For each shape: the benchmark's net (fresh weights, seed 0) on 128 Gaussian rows (seed 0), one
 training pass per factor in float64 and float32 with float32 Hutchinson probes, its gradient
 against ours backpropagated through torchdiffeq's dopri5 in float64 at atol = rtol = 1e-10 on the
-same probes. FFJORD's errors on the same rows: ``benchmarks/test_vs_ffjord.py``.
+same probes (the shapes, reference and probes of ``benchmarks/test_vs_ffjord.py``, which measures
+FFJORD's errors on the same rows).
 
     python benchmarks/adjoint_tol_factor.py --factors 1,2,3 power gas
 """
@@ -13,16 +14,9 @@ import copy
 import torch
 
 import torchprune_flows as tf
-from torchprune_flows.cnf import cnf_blocks, dynamics, nfe_counts
+from torchprune_flows.cnf import nfe_counts, set_solver
 
-SHAPES = {
-    "miniboone": ("ffjord_l2_hm20_f1_softplus", 43),
-    "power": ("ffjord_l3_hm10_f5_tanh", 6),
-    "gas": ("ffjord_l3_hm20_f5_tanh", 8),
-    "hepmass": ("ffjord_l2_hm10_f10_softplus", 21),
-    "bsds300": ("ffjord_l3_hm20_f2_softplus", 63),
-}
-REFERENCE = dict(backend="torchdiffeq", adjoint=False, atol=1e-10, rtol=1e-10)
+from test_vs_ffjord import ACCURACY_BATCH, BACKPROP_REFERENCE, TABULAR, _float32_probes
 
 
 def _pass(net, x):
@@ -36,36 +30,31 @@ def _pass(net, x):
     return grad, counts["forward"], counts["backward"]
 
 
-def _with_solver(net, **options):
-    for block in cnf_blocks(net):
-        block.solver = block.solver.replace(**options)
-    return net
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("shapes", nargs="+", choices=list(SHAPES))
+    parser.add_argument("shapes", nargs="+", choices=list(TABULAR))
     parser.add_argument("--factors", default="1,2,3")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sample = dynamics.sample_probe
-    dynamics.sample_probe = lambda like, kind: sample(like.float(), kind).to(like.dtype)
     print("shape | factor | float64 error | float32 error | float32 NFE-F / NFE-B")
     for shape in args.shapes:
-        network, dim = SHAPES[shape]
+        network, dim = TABULAR[shape][:2]
         torch.manual_seed(0)
         net = tf.build_network(network, num_classes=dim)
-        x = torch.randn(500, dim, generator=torch.Generator().manual_seed(0))[:128]
-        exact, _, _ = _pass(_with_solver(copy.deepcopy(net).double(), **REFERENCE), x.double())
-        for factor in (float(f) for f in args.factors.split(",")):
-            errors, nfe = [], None
-            for dtype in (torch.float64, torch.float32):
-                grad, forward, backward = _pass(_with_solver(copy.deepcopy(net).to(dtype), adjoint_tol_factor=factor),
-                                                x.to(dtype))
-                errors.append(((grad - exact).norm() / exact.norm()).item())
-                nfe = f"{forward} / {backward}"
-            print(f"{shape} | {factor:g} | {errors[0]:.2e} | {errors[1]:.2e} | {nfe}", flush=True)
-
+        x = torch.randn(500, dim, generator=torch.Generator().manual_seed(0))[:ACCURACY_BATCH]
+        with _float32_probes():
+            reference = copy.deepcopy(net).double()
+            set_solver(reference, **BACKPROP_REFERENCE)
+            exact, _, _ = _pass(reference, x.double())
+            for factor in (float(f) for f in args.factors.split(",")):
+                errors, nfe = [], None
+                for dtype in (torch.float64, torch.float32):
+                    ours = copy.deepcopy(net).to(dtype)
+                    set_solver(ours, adjoint_tol_factor=factor)
+                    grad, forward, backward = _pass(ours, x.to(dtype))
+                    errors.append(((grad - exact).norm() / exact.norm()).item())
+                    nfe = f"{forward} / {backward}"
+                print(f"{shape} | {factor:g} | {errors[0]:.2e} | {errors[1]:.2e} | {nfe}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,7 @@ from torch import nn
 
 import torchprune_flows as tf
 from torchprune_flows.analysis.memory import peak_memory_mib
-from torchprune_flows.cnf import cnf_blocks, dynamics, nfe_counts
+from torchprune_flows.cnf import cnf_blocks, dynamics, nfe_counts, set_solver
 from torchprune_flows.data.toy import ToyGaussians
 from torchprune_flows.objectives import bits_per_dim
 from torchprune_flows.pruning import count_nonzero, export_state, import_state
@@ -231,8 +231,7 @@ def gradient_accuracy(ours, theirs, x, passes=NATS, reference=BACKPROP_REFERENCE
     grads = {}
     for label, options in modes:
         net = copy.deepcopy(ours)
-        for block in cnf_blocks(net):
-            block.solver = block.solver.replace(**options)
+        set_solver(net, **options)
         torch.manual_seed(0)
         ours_step(net, x)
         grads[label], ffjord_grads = shared_grads(net, theirs)
@@ -267,8 +266,7 @@ def _float32_accuracy(ours, theirs, x, passes, reference):
     probes: ``grad_err_f32_seminorm``, ``grad_err_f32_adjoint``, ``ffjord_grad_err_f32``."""
     ours_step, ffjord_step, shared_grads = passes
     wide = copy.deepcopy(ours).double()
-    for block in cnf_blocks(wide):
-        block.solver = block.solver.replace(**reference)
+    set_solver(wide, **reference)
     torch.manual_seed(0)
     with _float32_probes():
         ours_step(wide, x.double())
@@ -281,8 +279,7 @@ def _float32_accuracy(ours, theirs, x, passes, reference):
     info = {"ffjord_grad_err_f32": _relative(ffjord_grads.double(), exact)}
     for label, options in GRADIENTS.items():
         net = copy.deepcopy(ours).float()
-        for block in cnf_blocks(net):
-            block.solver = block.solver.replace(**options)
+        set_solver(net, **options)
         torch.manual_seed(0)
         ours_step(net, x.float())
         info[f"grad_err_f32_{label}"] = _relative(shared_grads(net, theirs32)[0].double(), exact)
