@@ -328,9 +328,8 @@ def _forward(z, probe, activations, layers, keep):
             a = (torch.addmm(bias.unsqueeze(1), matrix, h.t()) if bias is not None else torch.mm(matrix, h.t())).t()
             if probe is not None:
                 r = torch.mm(matrix, v.t()).t()
-            if i == len(layers) - 1:  # the field leaves in the usual layout
-                a = a.contiguous()
         if i == len(layers) - 1:
+            a = a.contiguous()  # the field leaves in the usual layout (a no-op unless transposed above)
             break
         h, slope = activations[i].value_and_slope(a)
         if probe is not None:
